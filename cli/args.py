@@ -1,0 +1,77 @@
+"""Build an argparse parser from a settings dataclass, so the CLI and the code say the same thing.
+
+Each field's help comes from `field(metadata={"help": ...})`; bools become `--flag/--no-flag`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(element type, is_list) with Optional stripped."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli") is False:
+            continue
+        tp, is_list = _base_type(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        choices = f.metadata.get("choices")
+        if f.name in positional:
+            parser.add_argument(f.name, type=tp, nargs="+" if is_list else None, help=help_text, choices=choices)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            continue
+        if default is not None and not is_list:
+            help_text = f"{help_text} (default: {default})"
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=tp,
+            nargs="+" if is_list else None,
+            default=default,
+            required=required,
+            choices=choices,
+            help=help_text,
+        )
+
+
+def parse_dataclass(cls: type[T], argv: list[str], prog: str, description: str = "", positional=()) -> T:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_dataclass_arguments(parser, cls, positional)
+    ns = parser.parse_args(argv)
+    return cls(**vars(ns))
+
+
+def run_cli(fn, prog: str) -> int:
+    """Run `fn()`; user errors (CliError, ValueError, FileNotFoundError) become one line and exit 2."""
+    try:
+        return int(fn() or 0)
+    except (CliError, ValueError, FileNotFoundError, PermissionError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,221 @@
+"""WordPiece tokenizer wrapper over Hugging Face `tokenizers`; importable without torch.
+
+`load_tokenizer` takes a `vocab.txt`, a `tokenizer.json`, or a directory holding either, so
+Google and Hugging Face vocabularies work as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+@dataclass
+class Encoding:
+    ids: list[int]
+    type_ids: list[int]
+    attention_mask: list[int]
+    offsets: list[tuple[int, int]]  # character offsets into the original string of the token's sequence
+    word_ids: list[int | None] = field(default_factory=list)  # word index in its sequence; None for specials
+    sequence_ids: list[int | None] = field(default_factory=list)  # 0 = text, 1 = text_pair, None = special
+    tokens: list[str] = field(default_factory=list)
+    special_tokens_mask: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _convert(enc) -> Encoding:
+    return Encoding(
+        ids=list(enc.ids),
+        type_ids=list(enc.type_ids),
+        attention_mask=list(enc.attention_mask),
+        offsets=[tuple(o) for o in enc.offsets],
+        word_ids=list(enc.word_ids),
+        sequence_ids=list(enc.sequence_ids),
+        tokens=list(enc.tokens),
+        special_tokens_mask=list(enc.special_tokens_mask),
+    )
+
+
+class BertTokenizer:
+    """BERT WordPiece: normalise, split on whitespace and punctuation, then greedy longest-match."""
+
+    def __init__(self, backend: _HFTokenizer, lowercase: bool):
+        self.backend = backend
+        self.lowercase = lowercase
+        backend.no_padding()
+        backend.no_truncation()
+        for token in SPECIAL_TOKENS:
+            if backend.token_to_id(token) is None:
+                raise ValueError(f"the vocabulary has no {token} token")
+        self.pad_id = backend.token_to_id("[PAD]")
+        self.unk_id = backend.token_to_id("[UNK]")
+        self.cls_id = backend.token_to_id("[CLS]")
+        self.sep_id = backend.token_to_id("[SEP]")
+        self.mask_id = backend.token_to_id("[MASK]")
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_vocab(
+        cls, vocab: dict[str, int], lowercase: bool = True, strip_accents: bool | None = None, split_cjk: bool = True
+    ) -> BertTokenizer:
+        backend = _HFTokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=split_cjk, strip_accents=strip_accents, lowercase=lowercase
+        )
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        )
+        return cls(backend, lowercase)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.backend.id_to_token(token_id)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab(with_added_tokens=True)
+
+    # --- encoding ----------------------------------------------------------------------------
+
+    def encode(
+        self,
+        text: str,
+        text_pair: str | None = None,
+        max_length: int | None = None,
+        truncation: str = "longest_first",
+    ) -> Encoding:
+        """[CLS] text [SEP] (text_pair [SEP]); cut to `max_length` tokens when given."""
+        self._set_truncation(max_length, stride=0, strategy=truncation)
+        try:
+            enc = self.backend.encode(text, text_pair)
+        finally:
+            self.backend.no_truncation()
+        return _convert(enc)
+
+    def encode_batch(self, texts: list[str] | list[tuple[str, str]], max_length: int | None = None) -> list[Encoding]:
+        self._set_truncation(max_length, stride=0, strategy="longest_first")
+        try:
+            encs = self.backend.encode_batch(list(texts))
+        finally:
+            self.backend.no_truncation()
+        return [_convert(e) for e in encs]
+
+    def encode_windows(
+        self,
+        text: str,
+        text_pair: str | None = None,
+        max_length: int = 512,
+        stride: int = 128,
+        truncate_first: bool = False,
+    ) -> list[Encoding]:
+        """All windows of `max_length` tokens, consecutive windows sharing `stride` tokens.
+
+        With a pair, only the second sequence is windowed (the question stays whole for QA)
+        unless `truncate_first` is set.
+        """
+        strategy = "only_first" if (text_pair is None or truncate_first) else "only_second"
+        self._set_truncation(max_length, stride=stride, strategy=strategy)
+        try:
+            enc = self.backend.encode(text, text_pair)
+        finally:
+            self.backend.no_truncation()
+        return [_convert(enc)] + [_convert(o) for o in enc.overflowing]
+
+    def _set_truncation(self, max_length: int | None, stride: int, strategy: str) -> None:
+        if max_length is None:
+            self.backend.no_truncation()
+            return
+        if max_length < 3:
+            raise ValueError(f"max_length must be at least 3 (for [CLS] x [SEP]); got {max_length}")
+        self.backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `tokenizer.json` and `vocab.txt` (ids in order) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(directory / "tokenizer.json"))
+        vocab = self.get_vocab()
+        ordered = sorted(vocab.items(), key=lambda kv: kv[1])
+        (directory / "vocab.txt").write_text("".join(f"{tok}\n" for tok, _ in ordered), encoding="utf-8")
+        config = {"do_lower_case": self.lowercase, "tokenizer_class": "BertTokenizer", "model_max_length": 512}
+        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return directory
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            token = line.rstrip("\n").rstrip("\r")
+            if token in vocab:
+                raise ValueError(f"{path}: line {index + 1}: duplicate token {token!r}")
+            vocab[token] = index
+    if not vocab:
+        raise ValueError(f"{path} is empty")
+    return vocab
+
+
+def _lowercase_setting(directory: Path, vocab: dict[str, int]) -> bool:
+    """`do_lower_case` from tokenizer_config.json, else guess: a vocabulary with capitals is cased."""
+    config = directory / "tokenizer_config.json"
+    if config.exists():
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case")
+            if isinstance(value, bool):
+                return value
+        except json.JSONDecodeError:
+            pass
+    capitalised = sum(1 for tok in vocab if tok[:1].isupper() and not tok.startswith("["))
+    return capitalised < 0.01 * len(vocab)
+
+
+def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> BertTokenizer:
+    """Load from `tokenizer.json`, `vocab.txt`, or a directory holding either (tokenizer.json first)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("tokenizer.json", "vocab.txt"):
+            if (path / name).exists():
+                return load_tokenizer(path / name, lowercase)
+        raise FileNotFoundError(f"{path} holds neither tokenizer.json nor vocab.txt")
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist")
+    if path.suffix == ".json":
+        try:
+            backend = _HFTokenizer.from_file(str(path))
+        except Exception as err:
+            raise ValueError(f"{path} is not a valid tokenizer.json: {err}") from err
+        norm = json.loads(path.read_text(encoding="utf-8")).get("normalizer") or {}
+        detected = bool(norm.get("lowercase", False))
+        if lowercase is not None and lowercase != detected:
+            vocab = backend.get_vocab()
+            return BertTokenizer.from_vocab(vocab, lowercase=lowercase)
+        return BertTokenizer(backend, detected)
+    vocab = read_vocab(path)
+    if lowercase is None:
+        lowercase = _lowercase_setting(path.parent, vocab)
+    return BertTokenizer.from_vocab(vocab, lowercase=lowercase)
