@@ -44,7 +44,10 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        # Expanded to (B, T) so onnxruntime's optimizer recognises the pattern and fuses
+        # EmbedLayerNormalization; expand is a view, free in PyTorch.
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        positions = positions.unsqueeze(0).expand_as(input_ids)  # (B, T)
         x = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)
