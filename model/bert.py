@@ -56,6 +56,28 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+class TokenLayout:
+    """Where each row of the packed (N, H) activations sits in the padded (B, T) batch.
+
+    Linear layers, LayerNorms and the feed-forward block run on real tokens only (N rows);
+    attention needs the padded (B, T) layout and converts with `pad` / `unpad`. With no
+    padding (or while exporting), `index` is None and both are plain reshapes.
+    """
+
+    def __init__(self, batch: int, seq: int, index: torch.Tensor | None):
+        self.batch, self.seq, self.index = batch, seq, index
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.index is None:
+            return rows.view(self.batch, self.seq, -1)  # (B, T, C)
+        full = rows.new_zeros(self.batch * self.seq, rows.shape[-1])
+        return full.index_copy_(0, self.index, rows).view(self.batch, self.seq, -1)  # (B, T, C)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(self.batch * self.seq, x.shape[-1])  # (B*T, C)
+        return rows if self.index is None else rows.index_select(0, self.index)  # (N, C)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention. `use_sdpa=False` spells the math out, which ONNX fusers match."""
 
@@ -70,15 +92,17 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
         self.use_sdpa = True
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, rows: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        x = layout.pad(rows)  # (B, T, H)
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None) -> torch.Tensor:
-        B, T, H = x.shape
-        q = self.split_heads(self.query(x))  # (B, nh, T, hs)
-        k = self.split_heads(self.key(x))  # (B, nh, T, hs)
-        v = self.split_heads(self.value(x))  # (B, nh, T, hs)
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None, layout: TokenLayout) -> torch.Tensor:
+        """x: (N, H) rows of real tokens -> (N, H)."""
+        q = self.split_heads(self.query(x), layout)  # (B, nh, T, hs)
+        k = self.split_heads(self.key(x), layout)  # (B, nh, T, hs)
+        v = self.split_heads(self.value(x), layout)  # (B, nh, T, hs)
+        B, _, T, _ = q.shape
         dropout_p = self.dropout_p if self.training else 0.0
         if self.use_sdpa:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias, dropout_p=dropout_p)
@@ -88,8 +112,8 @@ class SelfAttention(nn.Module):
                 scores = scores + mask_bias
             probs = F.dropout(torch.softmax(scores, dim=-1), dropout_p, self.training)
             y = torch.matmul(probs, v)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
-        return self.output(y)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
+        return self.output(layout.unpad(y))  # (N, H)
 
 
 class FeedForward(nn.Module):
@@ -114,8 +138,8 @@ class Layer(nn.Module):
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask_bias)))
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None, layout: TokenLayout) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask_bias, layout)))
         x = self.output_norm(x + self.dropout(self.feed_forward(x)))
         return x
 
@@ -129,19 +153,29 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, H) from [CLS]
 
 
-def padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """(B, T) 1/0 mask -> (B, 1, 1, T) additive bias, or None when nothing is padded.
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
-    Skipping the bias for unpadded batches lets SDPA take its fastest kernel; the check is
-    data-dependent, so it is skipped while exporting or compiling (the graph keeps the bias).
+
+def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) 1/0 mask -> (B, 1, 1, T) additive bias: 0 for real tokens, a huge negative for padding."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
+
+
+def plan_layout(attention_mask: torch.Tensor | None, batch: int, seq: int) -> tuple[TokenLayout, bool]:
+    """(layout, padded?). Padded batches in eager mode are packed to their real tokens.
+
+    The check is data-dependent, so while exporting or compiling the graph keeps the plain
+    padded layout and always applies the mask.
     """
     if attention_mask is None:
-        return None
-    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-    if not tracing and bool(attention_mask.all()):
-        return None
-    bias = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
-    return bias
+        return TokenLayout(batch, seq, None), False
+    if _tracing():
+        return TokenLayout(batch, seq, None), True
+    flat = attention_mask.reshape(-1).bool()
+    if bool(flat.all()):
+        return TokenLayout(batch, seq, None), False
+    return TokenLayout(batch, seq, flat.nonzero().squeeze(1)), True
 
 
 class BertModel(nn.Module):
@@ -174,12 +208,15 @@ class BertModel(nn.Module):
             )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        mask_bias = padding_bias(attention_mask, x.dtype)
+        B, T = input_ids.shape
+        layout, padded = plan_layout(attention_mask, B, T)
+        x = layout.unpad(self.embeddings(input_ids, token_type_ids))  # (N, H): real tokens only
+        mask_bias = padding_bias(attention_mask, x.dtype) if padded else None
         for layer in self.layers:
-            x = layer(x, mask_bias)
-        pooled = self.pooler(x) if self.pooler is not None else None
-        return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
+            x = layer(x, mask_bias, layout)
+        hidden = layout.pad(x)  # (B, T, H); padded positions are zero
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(last_hidden_state=hidden, pooler_output=pooled)
 
 
 def init_weights(module: nn.Module, config: BertConfig) -> None:
