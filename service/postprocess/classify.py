@@ -1,0 +1,45 @@
+"""Sequence-classification post-processing: logits -> sorted `{label, score}` lists."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the max for stability."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free form of 1 / (1 + e^-x)
+
+
+def label_names(labels: list[str] | None, count: int) -> list[str]:
+    """The bundle's labels, or `LABEL_i` (the Hugging Face default) when it has none."""
+    if labels and len(labels) == count:
+        return list(labels)
+    return [f"LABEL_{i}" for i in range(count)]
+
+
+def classify(
+    logits: np.ndarray, labels: list[str] | None, problem_type: str | None, top_k: int | None = None
+) -> list[dict]:
+    """One input's logits (num_labels,) -> `[{label, score}]` sorted by score, at most `top_k` long.
+
+    single-label: softmax; multi-label: independent sigmoids; regression: the raw value(s).
+    """
+    logits = np.asarray(logits, dtype=np.float64).reshape(-1)  # (num_labels,)
+    names = label_names(labels, logits.shape[0])
+    if problem_type == "regression":
+        scores = logits
+    elif problem_type == "multi_label_classification":
+        scores = sigmoid(logits)
+    else:
+        scores = softmax(logits)
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    return [{"label": names[i], "score": float(scores[i])} for i in order]

@@ -1,0 +1,129 @@
+"""Extractive-QA answer search over the windows of one (question, context) pair. numpy only.
+
+The search follows the reference implementations (Google's run_squad.py, Hugging Face's
+run_qa.py): in each window take the `n_best` highest start and end logits, keep pairs whose
+tokens both lie in the context, with end >= start and at most `max_answer_len` tokens, and
+rank every pair of every window together. The answer text is cut from the original context by
+the tokens' character offsets, so spacing and case are the user's.
+
+Two scores per span:
+- `score`: start_logit + end_logit. Comparable across windows and examples; SQuAD
+  evaluation ranks by it and compares it with the null score for v2.0. Use it for ranking.
+- `probability`: softmax of the window's start logits times softmax of its end logits, the
+  softmax taken over the context tokens plus [CLS] (index 0), as the Hugging Face
+  question-answering pipeline reports. In [0, 1]; the service returns it as the span's score.
+
+Call `best_answer_spans(start_logits, end_logits, offsets, sequence_ids, context)` with one
+entry per window (the `Encoding.offsets` / `Encoding.sequence_ids` of that window); logits
+longer than the window (a padded batch row) are cut to the window's length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class AnswerSpan:
+    text: str  # context[start:end]
+    start: int  # character offset into the context
+    end: int  # exclusive character offset
+    score: float  # start logit + end logit (ranking, null-answer comparison)
+    probability: float  # softmax(start) * softmax(end) within the window (HF pipeline score)
+    window: int  # index of the window the span came from
+
+
+@dataclass
+class QAResult:
+    spans: list[AnswerSpan]  # best first, by `score`; empty when no valid span exists
+    null_score: float  # min over windows of start_logit[CLS] + end_logit[CLS]
+    null_probability: float  # max over windows of the [CLS] start prob * end prob
+    is_impossible: bool = False  # True when the null answer beat the best span by the threshold
+    answer: str = field(default="")  # best span's text, or "" when `is_impossible`
+
+
+def _softmax_masked(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    masked = np.where(keep, logits, -np.inf)
+    masked = masked - masked.max()
+    exp = np.exp(masked)
+    return exp / exp.sum()
+
+
+def best_answer_spans(
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    offsets: Sequence[Sequence[tuple[int, int] | None]],
+    sequence_ids: Sequence[Sequence[int | None]],
+    context: str,
+    top_k: int = 1,
+    n_best: int = 20,
+    max_answer_len: int = 30,
+    null_threshold: float | None = None,
+    context_sequence: int = 1,
+) -> QAResult:
+    """The `top_k` best answer spans over all windows of one example.
+
+    start_logits / end_logits: one (T,) array per window. offsets / sequence_ids: per window,
+    the token's (char start, char end) in its own sequence and its sequence id (0 question,
+    1 context, None special). `context_sequence` says which sequence id is the context.
+    null_threshold: None for SQuAD v1.1 (always answer); a number for v2.0, where the answer
+    is empty when null_score - best_score > null_threshold.
+    """
+    if not (len(start_logits) == len(end_logits) == len(offsets) == len(sequence_ids)):
+        raise ValueError("start_logits, end_logits, offsets and sequence_ids need one entry per window")
+    if top_k < 1 or n_best < 1 or max_answer_len < 1:
+        raise ValueError("top_k, n_best and max_answer_len must be at least 1")
+    candidates: dict[tuple[int, int], AnswerSpan] = {}
+    null_score, null_probability = float("inf"), 0.0
+    for window, (starts, ends, window_offsets, seq_ids) in enumerate(
+        zip(start_logits, end_logits, offsets, sequence_ids)
+    ):
+        length = len(seq_ids)
+        starts = np.asarray(starts, dtype=np.float64)[:length]  # (T,)
+        ends = np.asarray(ends, dtype=np.float64)[:length]  # (T,)
+        in_context = np.array(
+            [sid == context_sequence and window_offsets[i] is not None for i, sid in enumerate(seq_ids)], dtype=bool
+        )
+        keep = in_context.copy()
+        keep[0] = True  # [CLS] takes part in the softmax, as in the HF pipeline
+        start_probs = _softmax_masked(starts, keep)
+        end_probs = _softmax_masked(ends, keep)
+        null_score = min(null_score, float(starts[0] + ends[0]))
+        null_probability = max(null_probability, float(start_probs[0] * end_probs[0]))
+        if not in_context.any():
+            continue
+        context_positions = np.flatnonzero(in_context)
+        top_starts = context_positions[np.argsort(-starts[context_positions], kind="stable")[:n_best]]
+        top_ends = context_positions[np.argsort(-ends[context_positions], kind="stable")[:n_best]]
+        for s in top_starts:
+            for e in top_ends:
+                if e < s or e - s + 1 > max_answer_len:
+                    continue
+                char_start, char_end = window_offsets[s][0], window_offsets[e][1]
+                if char_end <= char_start:
+                    continue
+                score = float(starts[s] + ends[e])
+                key = (char_start, char_end)
+                if key in candidates and candidates[key].score >= score:
+                    continue
+                candidates[key] = AnswerSpan(
+                    text=context[char_start:char_end],
+                    start=int(char_start),
+                    end=int(char_end),
+                    score=score,
+                    probability=float(start_probs[s] * end_probs[e]),
+                    window=window,
+                )
+    spans = sorted(candidates.values(), key=lambda span: -span.score)[:top_k]
+    if null_score == float("inf"):
+        null_score = 0.0
+    result = QAResult(spans=spans, null_score=null_score, null_probability=null_probability)
+    if not spans:
+        result.is_impossible = True
+    elif null_threshold is not None and null_score - spans[0].score > null_threshold:
+        result.is_impossible = True
+    result.answer = "" if result.is_impossible else spans[0].text
+    return result
