@@ -61,7 +61,7 @@ class TokenLayout:
 
     Linear layers, LayerNorms and the feed-forward block run on real tokens only (N rows);
     attention needs the padded (B, T) layout and converts with `pad` / `unpad`. With no
-    padding (or while exporting), `index` is None and both are plain reshapes.
+    padding (or while exporting), `index` is None and both return their input as it is (B, T, C).
     """
 
     def __init__(self, batch: int, seq: int, index: torch.Tensor | None):
@@ -69,13 +69,15 @@ class TokenLayout:
 
     def pad(self, rows: torch.Tensor) -> torch.Tensor:
         if self.index is None:
-            return rows.view(self.batch, self.seq, -1)  # (B, T, C)
+            return rows  # (B, T, C): nothing was packed
         full = rows.new_zeros(self.batch * self.seq, rows.shape[-1])
         return full.index_copy_(0, self.index, rows).view(self.batch, self.seq, -1)  # (B, T, C)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        if self.index is None:
+            return x  # (B, T, C): unpadded or exporting; ONNX fusers match this 3-D layout
         rows = x.reshape(self.batch * self.seq, x.shape[-1])  # (B*T, C)
-        return rows if self.index is None else rows.index_select(0, self.index)  # (N, C)
+        return rows.index_select(0, self.index)  # (N, C)
 
 
 class SelfAttention(nn.Module):
