@@ -1,0 +1,97 @@
+"""`bert export MODEL_DIR --out BUNDLE_DIR`: write an ONNX bundle the service can load.
+
+    bert export runs/sst2-minilm --out bundles/sst2 --optimize --quantize int8 \
+        --eval /work/shared/data/sst2/dev.tsv
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+from cli.args import parse_dataclass, run_cli
+from training.export.exporter import STEPS, export_bundle
+
+
+@dataclass
+class ExportSettings:
+    model_dir: str = field(metadata={"help": "fine-tuned model directory, or any Hugging Face BERT directory"})
+    out: str = field(metadata={"help": "bundle directory to write (model.onnx, tokenizer.json, bundle.json)"})
+    optimize: bool = field(
+        default=False,
+        metadata={"help": "fuse attention, LayerNorm, GELU and embeddings with onnxruntime's optimizer (faster)"},
+    )
+    quantize: str | None = field(
+        default=None,
+        metadata={"help": "int8: dynamic int8 weights for CPU (~2x faster, small accuracy cost)", "choices": ["int8"]},
+    )
+    fp16: bool = field(default=False, metadata={"help": "convert weights and activations to fp16 (for GPU)"})
+    opset: int | None = field(default=None, metadata={"help": "ONNX opset (default 17)"})
+    eval: str | None = field(
+        default=None,
+        metadata={"help": "evaluation file: the task metric of the bundle and of fp32 PyTorch go into bundle.json"},
+    )
+    eval_limit: int | None = field(default=None, metadata={"help": "score only the first N examples of --eval"})
+    name: str | None = field(default=None, metadata={"help": "bundle name used by the service (default: --out's name)"})
+    max_seq_len: int | None = field(
+        default=None, metadata={"help": "longest input in tokens (default: task.json, else the model's limit)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing bundle in --out"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    prog = "bert export"
+    return run_cli(lambda: _run(parse_dataclass(ExportSettings, argv, prog, __doc__, positional=("model_dir",))), prog)
+
+
+def _run(settings: ExportSettings) -> int:
+    from tqdm import tqdm
+
+    with tqdm(total=len(STEPS), desc="export", unit="step", file=sys.stderr) as bar:
+
+        def on_step(name: str) -> None:
+            bar.update(STEPS.index(name) - bar.n)  # skipped steps count as done
+            bar.set_postfix_str(name)
+
+        out = export_bundle(
+            settings.model_dir,
+            settings.out,
+            optimize=settings.optimize,
+            quantize=settings.quantize,
+            fp16=settings.fp16,
+            opset=settings.opset,
+            eval_file=settings.eval,
+            name=settings.name,
+            max_seq_len=settings.max_seq_len,
+            eval_limit=settings.eval_limit,
+            overwrite=settings.overwrite,
+            on_step=on_step,
+        )
+        bar.update(len(STEPS) - bar.n)
+    manifest = json.loads((out / "bundle.json").read_text(encoding="utf-8"))
+    print(_summary(out, manifest))
+    return 0
+
+
+def _summary(out, manifest: dict) -> str:
+    parity = manifest["parity"]
+    lines = [
+        f"wrote {out}: {manifest['name']} ({manifest['task']}, {manifest['precision']}"
+        f"{', fused' if manifest['optimized'] else ''}), max_seq_len {manifest['max_seq_len']}",
+        f"parity vs PyTorch fp32: max abs diff {parity['max_abs_diff']:.2e}"
+        + (f", argmax agreement {parity['argmax_agreement']:.4f}" if "argmax_agreement" in parity else ""),
+    ]
+    if manifest.get("fusions"):
+        lines.append("fused ops: " + ", ".join(f"{op} {n}" for op, n in manifest["fusions"].items()))
+    metrics = manifest.get("metrics")
+    if metrics and metrics.get("fp32") is not None:
+        key = metrics["main_metric"]
+        lines.append(
+            f"{key} on {metrics['file']}: bundle {metrics['bundle'][key]:.4f} vs fp32 {metrics['fp32'][key]:.4f} "
+            f"({metrics['examples']} examples)"
+        )
+    elif metrics:
+        lines.append(f"{metrics['main_metric']} on {metrics['file']}: {metrics['bundle']}")
+    return "\n".join(lines)

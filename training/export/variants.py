@@ -1,0 +1,66 @@
+"""Graph rewrites after tracing: transformer fusions, dynamic int8 quantization, fp16 conversion."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+
+from model.config import BertConfig
+
+# Fused operators the optimizer can produce for BERT and how many a fully fused graph has.
+FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "Gelu", "BiasGelu", "FastGelu")
+
+
+def optimize_graph(src: Path, dst: Path, config: BertConfig) -> dict[str, int]:
+    """Run onnxruntime's transformer optimizer; returns the count of each fused op (non-zero only)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    model = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        use_gpu=False,
+    )
+    model.save_model_to_file(str(dst))
+    return {op: n for op, n in model.get_fused_operator_statistics().items() if n}
+
+
+def missing_fusions(fusions: dict[str, int], config: BertConfig) -> list[str]:
+    """What a fully fused BERT graph would have but this one lacks, e.g. ['Attention 3/6']."""
+    layers = config.num_hidden_layers
+    expected = {"EmbedLayerNormalization": 1, "Attention": layers}
+    if config.hidden_act in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+        expected["Gelu"] = layers
+    missing = []
+    for op, want in expected.items():
+        have = fusions.get(op, 0) + (fusions.get("BiasGelu", 0) + fusions.get("FastGelu", 0) if op == "Gelu" else 0)
+        if have < want:
+            missing.append(f"{op} {have}/{want}")
+    return missing
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic (weights int8 ahead of time, activations at run time) quantization for CPU."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing on the root logger
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        # the fused graph has contrib ops whose output types the quantizer cannot infer
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """Weights and activations in fp16; graph inputs (int64) and outputs stay fp32 for callers."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(dst))
