@@ -1,0 +1,89 @@
+"""`bert serve --bundles DIR [DIR...]`: serve bundles over HTTP with dynamic batching.
+
+    bert serve --bundles bundles/sst2 bundles/conll --port 8000 --workers 1
+
+Every other setting comes from BERTKIT_* environment variables (see docs/readme/service.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from cli.args import CliError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bert serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundles", nargs="+", required=True, metavar="DIR", help="bundle directories to serve")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each loading every bundle (default: 1)"
+    )
+    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], help="execution provider (default: auto)")
+    parser.add_argument("--max-batch-tokens", type=int, help="padded tokens per batch (BERTKIT_MAX_BATCH_TOKENS)")
+    parser.add_argument("--max-batch-size", type=int, help="sequences per batch; 1 = no batching")
+    parser.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/* (prefer BERTKIT_API_KEY)")
+    return parser
+
+
+def _preflight(bundles: list[str]) -> None:
+    """Refuse bad bundle paths with one line before any worker starts."""
+    from service.bundle import read_manifest
+
+    for path in bundles:
+        directory = Path(path)
+        if not directory.is_dir():
+            raise CliError(f"bundle directory {path} does not exist")
+        if (directory / "bundle.json").is_file():
+            read_manifest(directory)
+        elif not any((sub / "bundle.json").is_file() for sub in directory.iterdir()):
+            raise CliError(f"{path} is not a bundle (no bundle.json) and holds no bundle sub-directories")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.config import ServiceSettings
+
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port must be between 1 and 65535, got {args.port}")
+    _preflight(args.bundles)
+    # Settings travel through the environment so that every worker process reads the same ones.
+    os.environ["BERTKIT_BUNDLES"] = ",".join(str(Path(p).resolve()) for p in args.bundles)
+    overrides = {
+        "BERTKIT_PROVIDER": args.provider,
+        "BERTKIT_MAX_BATCH_TOKENS": args.max_batch_tokens,
+        "BERTKIT_MAX_BATCH_SIZE": args.max_batch_size,
+        "BERTKIT_API_KEY": args.api_key,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[key] = str(value)
+    try:
+        settings = ServiceSettings()
+    except ValueError as err:
+        raise CliError(f"invalid BERTKIT_* setting: {str(err).splitlines()[1:3]}") from None
+    uvicorn.run(
+        "service.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,  # the service logs each request itself, with its request id
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_cli(lambda: _serve(args), "bert serve")

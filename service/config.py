@@ -1,0 +1,133 @@
+"""Service settings: one class read from `BERTKIT_*` environment variables (or a `.env` file).
+
+Example: `BERTKIT_BUNDLES=bundles/sst2,bundles/conll BERTKIT_MAX_BATCH_TOKENS=8192 uvicorn service.main:app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_list(value):
+    """Accept a JSON list or a comma-separated string (`a,b,c`) for list settings."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            import json
+
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BERTKIT_", env_file=".env", extra="ignore")
+
+    # --- what to serve -----------------------------------------------------------------------
+    bundles: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Bundle directories to serve (comma-separated in the environment). A directory that holds "
+        "several precision variants of one model (sub-directories with a bundle.json each) is resolved to the "
+        "variant that suits the execution provider.",
+    )
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Execution provider. auto = CUDA when onnxruntime-gpu sees a GPU, else CPU. A CUDA provider "
+        "that fails to start falls back to CPU with one log line.",
+    )
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "auto",
+        description="Which variant to pick from a multi-variant directory: auto = fp16 on CUDA, int8 on CPU "
+        "(then fp32 when the preferred one is missing).",
+    )
+    intra_op_threads: int | None = Field(
+        None,
+        ge=1,
+        description="onnxruntime intra-op threads per session. More threads cut the latency of one big batch but "
+        "compete with tokenization and the event loop for cores; default = onnxruntime's choice (all cores).",
+    )
+    tokenizer_threads: int = Field(
+        2, ge=1, description="Threads that tokenize requests off the event loop (Rust tokenizers release the GIL)."
+    )
+
+    # --- batching: each knob trades latency for throughput -------------------------------------
+    max_batch_tokens: int = Field(
+        16384,
+        ge=1,
+        description="Token budget of one batch, counted as the backend pays for it: longest sequence x batch "
+        "size, padding included. Larger = fewer, bigger matmuls (throughput) but longer per-batch latency and "
+        "more memory. Must be at least the longest bundle's max_seq_len or long inputs run alone.",
+    )
+    max_batch_size: int = Field(
+        64,
+        ge=1,
+        description="Most sequences in one batch. 1 turns batching off (lowest single-request latency at idle, "
+        "far lower throughput under load).",
+    )
+    max_wait_ms: float | None = Field(
+        None,
+        ge=0,
+        description="While the backend is busy, seal the next batch after this long (or as soon as it is full) "
+        "so it is ready the moment the backend frees. Never delays a request when the backend is idle. "
+        "None = keep topping the next batch up until the backend frees (fullest batches); small values = "
+        "earlier sealing, smaller batches.",
+    )
+    sort_window: int = Field(
+        256,
+        ge=1,
+        description="How many of the oldest queued sequences are sorted by length when a batch is formed. Larger = "
+        "less padding, but newer short requests may overtake older long ones within the window (the oldest "
+        "entry always goes in the next batch, so nothing starves).",
+    )
+    max_queue_requests: int = Field(
+        4096,
+        ge=1,
+        description="Most sequences waiting per model; beyond it requests get 429 + Retry-After. Larger absorbs "
+        "bursts but lets latency grow without bound under overload.",
+    )
+    max_queue_tokens: int = Field(
+        1_048_576,
+        ge=1,
+        description="Most tokens waiting per model (unpadded); the same trade-off as max_queue_requests, counted "
+        "in work rather than requests.",
+    )
+
+    # --- request limits ------------------------------------------------------------------------
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body; larger bodies get 413.")
+    max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one request; more get 413.")
+    default_timeout_ms: int | None = Field(
+        30_000,
+        ge=1,
+        description="Deadline of a request that sets none (`timeout_ms` in the body or `X-Request-Timeout` "
+        "header); past it the request gets 504 and its queued work is dropped. None = no deadline.",
+    )
+    max_timeout_ms: int = Field(300_000, ge=1, description="Largest deadline a client may ask for.")
+
+    # --- operations ----------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="When set, /v1/* requires `Authorization: Bearer <key>` (compared in constant time)."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); `*` allows any."
+    )
+    warmup: bool = Field(True, description="Run warm-up batches before /ready turns true.")
+    verify_bundles: bool = Field(True, description="Refuse a bundle that fails `bert verify` at start.")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before exit."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("bundles", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value):
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if self.default_timeout_ms is not None and self.default_timeout_ms > self.max_timeout_ms:
+            raise ValueError("default_timeout_ms must not exceed max_timeout_ms")
+        return self

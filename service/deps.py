@@ -1,0 +1,79 @@
+"""FastAPI dependencies: app state, API key, deadline header, disconnect-aware waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request
+
+from service.errors import ApiError, PayloadTooLargeError, UnauthorizedError
+from service.state import AppState
+
+T = TypeVar("T")
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.bertkit
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def require_api_key(request: Request, state: StateDep) -> None:
+    """`Authorization: Bearer <key>` when an API key is configured; compared in constant time."""
+    key = state.settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise UnauthorizedError("missing or wrong API key: send `Authorization: Bearer <key>`")
+
+
+TimeoutHeader = Annotated[
+    int | None,
+    Header(
+        alias="X-Request-Timeout",
+        ge=1,
+        description="Deadline in milliseconds (the body's timeout_ms wins); past it the answer is 504.",
+    ),
+]
+
+
+def check_count(state: AppState, count: int) -> None:
+    limit = state.settings.max_inputs_per_request
+    if count > limit:
+        raise PayloadTooLargeError(f"the request has {count} inputs; at most {limit} per request, split it")
+
+
+class ClientGoneError(ApiError):
+    status = 499
+    type = "client_closed_request"
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and its queued sequences) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientGoneError("the client closed the connection before the answer was ready")

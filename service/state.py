@@ -1,0 +1,140 @@
+"""What the app holds at run time: settings, loaded models, metrics, readiness."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.backends import OnnxBackend, open_model, warmup_batches
+from service.batching import Batcher, BatchingConfig
+from service.config import ServiceSettings
+from service.engine import Deadline, ModelEngine, Registry
+from service.metrics import Metrics
+
+log = logging.getLogger("service")
+
+
+class BundleRefusedError(RuntimeError):
+    """A bundle that cannot be served; the message is the one log line that says why."""
+
+
+@dataclass
+class AppState:
+    settings: ServiceSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    registry: Registry = field(default_factory=Registry)
+    ready: bool = False
+    draining: bool = False
+    tokenize_pool: ThreadPoolExecutor | None = None
+
+    def batching_config(self) -> BatchingConfig:
+        s = self.settings
+        return BatchingConfig(
+            max_batch_tokens=s.max_batch_tokens,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            sort_window=s.sort_window,
+            max_queue_requests=s.max_queue_requests,
+            max_queue_tokens=s.max_queue_tokens,
+        )
+
+    def deadline(self, body_timeout_ms: int | None, header_timeout_ms: int | None) -> Deadline:
+        s = self.settings
+        timeout = body_timeout_ms if body_timeout_ms is not None else header_timeout_ms
+        if timeout is None:
+            timeout = s.default_timeout_ms
+        if timeout is None:
+            return Deadline(None)
+        return Deadline(time.monotonic() + min(timeout, s.max_timeout_ms) / 1000)
+
+    # --- start and stop ------------------------------------------------------------------------
+
+    def load(self, loader=None) -> None:
+        """Open every bundle, start its batcher and run the warm-up batches (blocking)."""
+        s = self.settings
+        if not s.bundles:
+            raise BundleRefusedError("no bundles to serve: pass --bundles DIR or set BERTKIT_BUNDLES")
+        self.tokenize_pool = ThreadPoolExecutor(s.tokenizer_threads, thread_name_prefix="tokenize")
+        for path in s.bundles:
+            engine = self._open(Path(path), loader)
+            try:
+                self.registry.add(engine)
+            except ValueError as err:
+                engine.batcher.close()
+                raise BundleRefusedError(f"bundle {path} refused: {err}") from None
+        if s.warmup:
+            for engine in self.registry.engines.values():
+                self._warm_up(engine)
+        self.ready = True
+        names = ", ".join(
+            f"{e.name} ({e.task}, {e.bundle.precision}, {e.provider})" for e in self.registry.engines.values()
+        )
+        log.info("ready: serving %s", names)
+
+    def _open(self, path: Path, loader) -> ModelEngine:
+        s = self.settings
+        if s.verify_bundles:
+            problem = verify_problem(path)
+            if problem:
+                raise BundleRefusedError(f"bundle {path} refused: {problem}")
+        try:
+            opened = open_model(path, s.provider, s.precision, s.intra_op_threads, loader=loader)
+        except (OSError, ValueError) as err:
+            raise BundleRefusedError(f"bundle {path} refused: {err}") from None
+        bundle = opened.bundle
+        if bundle.max_seq_len > s.max_batch_tokens:
+            log.warning(
+                "bundle %s: max_seq_len %d exceeds max_batch_tokens %d; its longest inputs run one per batch",
+                bundle.name, bundle.max_seq_len, s.max_batch_tokens,
+            )  # fmt: skip
+        backend = OnnxBackend(bundle, opened.device)
+        batcher = Batcher(backend, self.batching_config(), self.metrics.observer(bundle.name), name=bundle.name)
+        self.metrics.queue_length.labels(bundle.name).set_function(lambda b=batcher: b.queued[0])
+        self.metrics.queue_tokens.labels(bundle.name).set_function(lambda b=batcher: b.queued[1])
+        return ModelEngine(bundle, batcher, self.tokenize_pool, self.metrics, opened.device)
+
+    def _warm_up(self, engine: ModelEngine) -> None:
+        s, tok = self.settings, engine.tokenizer
+        start = time.perf_counter()
+        for batch in warmup_batches(
+            engine.max_seq_len, s.max_batch_size, s.max_batch_tokens, tok.cls_id, tok.sep_id, tok.unk_id, engine.device
+        ):
+            engine.batcher.backend.run(batch)
+        log.info("warmed up %s in %.2fs", engine.name, time.perf_counter() - start)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish queued work, stop the batcher threads and the tokenizer pool."""
+        self.ready = False
+        for engine in self.registry.engines.values():
+            engine.batcher.close(timeout)
+        if self.tokenize_pool is not None:
+            self.tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def verify_problem(path: Path) -> str | None:
+    """Why `bert verify` rejects the bundle at `path` (None when it passes or no verifier exists)."""
+    from service.backends import resolve_variant
+
+    try:
+        from service import verify
+    except ImportError:
+        return None
+    check = getattr(verify, "verify_bundle", None)
+    if check is None:
+        return None
+    try:
+        variant = resolve_variant(path, "cpu")
+    except FileNotFoundError as err:
+        return str(err)
+    try:
+        report = check(variant)
+    except Exception as err:  # the verifier names what is wrong; the server only refuses
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    ok = getattr(report, "ok", True)
+    if ok:
+        return None
+    problems = getattr(report, "problems", None) or getattr(report, "errors", None) or ["verification failed"]
+    return "; ".join(str(p) for p in problems)
