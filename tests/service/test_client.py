@@ -1,0 +1,149 @@
+"""The Python client and `bert predict`: request bodies, typed results, 429 retries, errors; then live.
+
+The first part runs against httpx.MockTransport (milliseconds); the last part against the real
+service (`bert serve` in a subprocess) with tiny bundles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+
+import httpx
+import pytest
+
+from service import client_cli
+from service.client import Answer, AsyncClient, Client, Entity, LabelScore, ServiceError, retry_delay
+
+CLASSIFY = {"model": "sst2", "results": [[{"label": "positive", "score": 0.9}, {"label": "negative", "score": 0.1}]]}
+NER = {
+    "model": "conll",
+    "results": [[{"entity_group": "LOC", "score": 0.8, "word": "Paris", "start": 9, "end": 14, "future": 1}]],
+}
+QA = {"model": "squad", "results": [{"answer": "Paris", "score": 0.7, "start": 16, "end": 21}]}
+
+
+class Recorder:
+    """A MockTransport handler that answers from a queue of (status, headers, body) and records requests."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        status, headers, body = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return httpx.Response(status, headers=headers, json=body)
+
+    def bodies(self):
+        return [json.loads(r.content) for r in self.requests]
+
+
+def make_client(recorder, **kwargs):
+    sleeps: list[float] = []
+    client = Client("http://svc", transport=httpx.MockTransport(recorder), sleep=sleeps.append, **kwargs)
+    return client, sleeps
+
+
+def test_single_and_batched_inputs_give_typed_results():
+    rec = Recorder((200, {}, CLASSIFY))
+    client, _ = make_client(rec)
+    assert client.classify("great film", top_k=2) == [LabelScore("positive", 0.9), LabelScore("negative", 0.1)]
+    assert client.classify(["great film"]) == [[LabelScore("positive", 0.9), LabelScore("negative", 0.1)]]
+    client.classify(("a man eats", "someone eats"))
+    assert rec.bodies() == [
+        {"inputs": "great film", "top_k": 2},
+        {"inputs": ["great film"]},
+        {"inputs": ["a man eats", "someone eats"]},
+    ]
+    assert [r.url.path for r in rec.requests] == ["/v1/classify"] * 3
+
+
+def test_ner_ignores_unknown_fields_and_qa_pairs():
+    rec = Recorder((200, {}, NER), (200, {}, QA), (200, {}, {**QA, "results": QA["results"] * 2}))
+    client, _ = make_client(rec)
+    assert client.ner("I was in Paris.", aggregation_strategy="first") == [Entity("LOC", 0.8, "Paris", 9, 14)]
+    assert client.qa("Where?", "The tower is in Paris.") == Answer("Paris", 0.7, 16, 21)
+    assert client.qa([("Where?", "in Paris."), ("Where else?", "in Paris.")])[1].answer == "Paris"
+    bodies = rec.bodies()
+    assert bodies[0] == {"inputs": "I was in Paris.", "aggregation_strategy": "first"}
+    assert bodies[1] == {"inputs": {"question": "Where?", "context": "The tower is in Paris."}}
+    assert bodies[2]["inputs"][1] == {"question": "Where else?", "context": "in Paris."}
+    with pytest.raises(TypeError, match="context is required"):
+        client.qa("Where?")
+
+
+def test_429_is_retried_after_retry_after_seconds():
+    busy = (429, {"Retry-After": "2"}, {"error": {"type": "queue_full", "message": "queue full"}})
+    rec = Recorder(busy, busy, (200, {}, CLASSIFY))
+    client, sleeps = make_client(rec)
+    assert client.classify("ok")[0].label == "positive"
+    assert sleeps == [2.0, 2.0]
+    assert len(rec.requests) == 3
+
+
+def test_429_gives_up_after_max_retries_with_the_server_message():
+    busy = (429, {"Retry-After": "1"}, {"error": {"type": "queue_full", "message": "queue full", "request_id": "r1"}})
+    rec = Recorder(busy)
+    client, sleeps = make_client(rec, max_retries=2)
+    with pytest.raises(ServiceError) as err:
+        client.classify("x")
+    assert (err.value.status, err.value.kind, err.value.request_id) == (429, "queue_full", "r1")
+    assert "queue full" in str(err.value)
+    assert len(rec.requests) == 3 and sleeps == [1.0, 1.0]
+
+
+def test_retry_after_http_date_backoff_and_cap():
+    when = email.utils.formatdate(time.time() + 5, usegmt=True)
+    assert 3.5 < retry_delay(httpx.Response(429, headers={"Retry-After": when}), 0, 0.25, 30) <= 5.0
+    assert retry_delay(httpx.Response(429, headers={"Retry-After": "120"}), 0, 0.25, 30) == 30  # capped
+    no_header = httpx.Response(429)
+    assert 0.25 <= retry_delay(no_header, 0, 0.25, 30) < 0.32
+    assert 1.0 <= retry_delay(no_header, 2, 0.25, 30) < 1.26  # exponential
+    assert 0.25 <= retry_delay(httpx.Response(429, headers={"Retry-After": "soon"}), 0, 0.25, 30) < 0.32
+
+
+def test_other_errors_are_not_retried():
+    rec = Recorder((422, {}, {"error": {"type": "validation_error", "message": "body.top_k: must be >= 1"}}))
+    client, sleeps = make_client(rec)
+    with pytest.raises(ServiceError, match="top_k") as err:
+        client.classify("x", top_k=0)
+    assert err.value.status == 422 and sleeps == [] and len(rec.requests) == 1
+
+
+def test_api_key_header_and_env_url(monkeypatch):
+    monkeypatch.setenv("BERTKIT_URL", "http://from-env:9000/")
+    rec = Recorder((200, {}, {"models": []}))
+    client = Client(api_key="s3cret", transport=httpx.MockTransport(rec))
+    assert client.models() == []
+    assert rec.requests[0].headers["Authorization"] == "Bearer s3cret"
+    assert str(rec.requests[0].url) == "http://from-env:9000/v1/models"
+
+
+def test_async_client_retries_and_parses():
+    busy = (429, {"Retry-After": "0.5"}, {"error": {"type": "queue_full", "message": "full"}})
+    rec = Recorder(busy, (200, {}, NER))
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds):
+        sleeps.append(seconds)
+
+    async def go():
+        async with AsyncClient("http://svc", transport=httpx.MockTransport(rec), sleep=fake_sleep) as client:
+            return await client.ner(["I was in Paris."])
+
+    assert asyncio.run(go()) == [[Entity("LOC", 0.8, "Paris", 9, 14)]]
+    assert sleeps == [0.5]
+
+
+def test_cli_says_one_line_when_the_service_is_down(capsys):
+    code = client_cli.main(["classify", "hello", "--url", "http://127.0.0.1:9", "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot reach the service" in err
+
+
+def test_cli_needs_some_text(capsys):
+    assert client_cli.main(["ner", "--url", "http://127.0.0.1:9"]) == 2
+    assert "no text given" in capsys.readouterr().err
