@@ -10,11 +10,37 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# Python's str.lower() (used by the reference BERT tokenizer) maps a word-final capital sigma to
+# "ς"; the Rust lowercaser maps every "Σ" to "σ". This is Python's Final_Sigma context.
+_FINAL_SIGMA = r"(?<=\p{Cased}\p{Case_Ignorable}*)Σ(?!\p{Case_Ignorable}*\p{Cased})"
+
+
+def bert_normalizer(lowercase: bool, strip_accents: bool | None = None, split_cjk: bool = True):
+    """The reference BertTokenizer's normalisation, in its order, with offsets tracked.
+
+    Reference order: drop control characters and map whitespace to " ", space out CJK
+    characters, NFC, then per word lowercase (with the final-sigma rule) and strip accents
+    (NFD, drop Mn). `tokenizers`' BertNormalizer alone skips NFC and the final sigma.
+    """
+    if strip_accents is None:
+        strip_accents = lowercase
+    steps = [
+        normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=split_cjk, strip_accents=False, lowercase=False
+        ),
+        normalizers.NFC(),
+    ]
+    if lowercase:
+        steps += [normalizers.Replace(Regex(_FINAL_SIGMA), "ς"), normalizers.Lowercase()]
+    if strip_accents:
+        steps += [normalizers.NFD(), normalizers.StripAccents()]
+    return normalizers.Sequence(steps)
 
 
 @dataclass
@@ -69,9 +95,7 @@ class BertTokenizer:
         cls, vocab: dict[str, int], lowercase: bool = True, strip_accents: bool | None = None, split_cjk: bool = True
     ) -> BertTokenizer:
         backend = _HFTokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=split_cjk, strip_accents=strip_accents, lowercase=lowercase
-        )
+        backend.normalizer = bert_normalizer(lowercase, strip_accents, split_cjk)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
         cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
@@ -80,6 +104,8 @@ class BertTokenizer:
             pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
+        # Special tokens written in the text stay whole, as in the reference tokenizer.
+        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
         return cls(backend, lowercase)
 
     @property
@@ -194,6 +220,15 @@ def _lowercase_setting(directory: Path, vocab: dict[str, int]) -> bool:
     return capitalised < 0.01 * len(vocab)
 
 
+def _lowercases(normalizer: dict) -> bool:
+    """Whether a tokenizer.json normalizer (possibly a Sequence) lowercases."""
+    if normalizer.get("type") == "Lowercase":
+        return True
+    if normalizer.get("type") == "BertNormalizer":
+        return bool(normalizer.get("lowercase", False))
+    return any(_lowercases(step) for step in normalizer.get("normalizers") or [])
+
+
 def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> BertTokenizer:
     """Load from `tokenizer.json`, `vocab.txt`, or a directory holding either (tokenizer.json first)."""
     path = Path(path)
@@ -209,8 +244,18 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> BertToken
             backend = _HFTokenizer.from_file(str(path))
         except Exception as err:
             raise ValueError(f"{path} is not a valid tokenizer.json: {err}") from err
-        norm = json.loads(path.read_text(encoding="utf-8")).get("normalizer") or {}
-        detected = bool(norm.get("lowercase", False))
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        norm = spec.get("normalizer") or {}
+        detected = _lowercases(norm)
+        if norm.get("type") == "BertNormalizer" and (spec.get("model") or {}).get("type") == "WordPiece":
+            # A Hugging Face BERT tokenizer.json: rebuild it with the reference normalisation order,
+            # so it behaves exactly like the same vocab.txt.
+            return BertTokenizer.from_vocab(
+                backend.get_vocab(with_added_tokens=False),
+                lowercase=detected if lowercase is None else lowercase,
+                strip_accents=norm.get("strip_accents") if lowercase is None else None,
+                split_cjk=bool(norm.get("handle_chinese_chars", True)),
+            )
         if lowercase is not None and lowercase != detected:
             vocab = backend.get_vocab()
             return BertTokenizer.from_vocab(vocab, lowercase=lowercase)

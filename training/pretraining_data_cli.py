@@ -1,0 +1,106 @@
+"""`bert data pretraining`: build MLM + NSP pretraining instances from a corpus.
+
+    bert data pretraining --input corpus/*.txt.gz --tokenizer tok/ --out data/ \
+        --max-seq-len 128 --max-predictions 20 --dupe-factor 5 --workers 2
+
+Re-running the same command resumes: shards already written are kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli.args import CliError, parse_dataclass, run_cli
+from training.corpus import FORMATS
+
+PROG = "bert data pretraining"
+
+
+@dataclass
+class PretrainingDataSettings:
+    input: list[Path] = field(metadata={"help": "corpus files (gzip is read transparently)"})
+    tokenizer: Path = field(metadata={"help": "tokenizer directory, vocab.txt or tokenizer.json"})
+    out: Path = field(metadata={"help": "output directory for the shards and manifest.json"})
+    max_seq_len: int = field(default=128, metadata={"help": "tokens per instance, [CLS] and [SEP]s included"})
+    max_predictions: int = field(default=20, metadata={"help": "most masked positions per instance"})
+    dupe_factor: int | None = field(
+        default=None,
+        metadata={"help": "static masking: copies of the corpus, each with new pairs and masks (default 10)"},
+    )
+    dynamic_masking: bool = field(
+        default=False, metadata={"help": "store unmasked pairs; masks are drawn at load time, new each epoch"}
+    )
+    short_seq_prob: float = field(default=0.1, metadata={"help": "probability of a shorter random target length"})
+    whole_word_mask: bool = field(default=False, metadata={"help": "mask all WordPiece pieces of a word together"})
+    chinese_segmenter: str | None = field(
+        default=None,
+        metadata={"help": "word segmenter for whole-word masking of Chinese", "choices": ["jieba"]},
+    )
+    seed: int = field(default=12345, metadata={"help": "random seed; the same seed gives byte-identical output"})
+    workers: int = field(default=1, metadata={"help": "processes building instances (and tokenizer threads)"})
+    input_format: str = field(
+        default="auto",
+        metadata={"help": "bert: sentence per line; text: free text; jsonl: JSON lines", "choices": list(FORMATS)},
+    )
+    text_field: str = field(default="text", metadata={"help": "JSONL field that holds the document text"})
+    block_tokens: int = field(
+        default=50_000_000,
+        metadata={"help": "tokens read before a block is shuffled and paired; bounds memory (about 10 bytes/token)"},
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output directory"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+def run(settings: PretrainingDataSettings) -> int:
+    from training.pretraining_data import build_pretraining_data  # noqa: PLC0415 (keeps --help fast)
+
+    if settings.dynamic_masking and settings.dupe_factor is not None:
+        raise CliError("--dupe-factor is for static masking; --dynamic-masking draws new masks every epoch instead")
+    started = time.perf_counter()
+    manifest = build_pretraining_data(
+        settings.input,
+        settings.tokenizer,
+        settings.out,
+        max_seq_len=settings.max_seq_len,
+        max_predictions=settings.max_predictions,
+        dupe_factor=settings.dupe_factor,
+        dynamic_masking=settings.dynamic_masking,
+        short_seq_prob=settings.short_seq_prob,
+        whole_word_mask=settings.whole_word_mask,
+        chinese_segmenter=settings.chinese_segmenter,
+        seed=settings.seed,
+        workers=settings.workers,
+        input_format=settings.input_format,
+        text_field=settings.text_field,
+        block_tokens=settings.block_tokens,
+        overwrite=settings.overwrite,
+        progress=settings.progress,
+    )
+    seconds = time.perf_counter() - started
+    c = manifest["counts"]
+    print(
+        f"{c['instances']:,} instances ({c['instance_tokens']:,} tokens, {c['random_next_fraction']:.1%} random next) "
+        f"from {c['documents']:,} documents / {c['corpus_tokens']:,} corpus tokens in {seconds:.1f}s "
+        f"({c['corpus_tokens'] / max(seconds, 1e-9):,.0f} corpus tokens/s) -> {settings.out}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: bert data pretraining --input FILE... --tokenizer DIR --out DIR [options]\n")
+        print("Run `bert data pretraining --help` for the options.")
+        return 0 if argv else 2
+    if argv[0] != "pretraining":
+        print(f"bert data: unknown subcommand {argv[0]!r}; the only one is `pretraining`", file=sys.stderr)
+        return 2
+    settings = parse_dataclass(PretrainingDataSettings, argv[1:], prog=PROG, description=__doc__.splitlines()[0])
+    return run_cli(lambda: run(settings), PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
