@@ -218,6 +218,39 @@ def summarise(stats: torch.Tensor) -> dict[str, float]:
     }
 
 
+def optimizer_step(
+    model, raw_model, micro, optimizer, scheduler, scaler, max_grad_norm: float, world_size: int, kind, precision
+) -> torch.Tensor:
+    """Forward/backward over this rank's micro-batches, clip, step: one optimizer step; returns summed stats.
+
+    Each micro-batch's loss is divided by the masked-token and sequence counts of the whole
+    global batch (all ranks), times `world_size` because DDP averages gradients over ranks.
+    """
+    device = micro[0]["input_ids"].device
+    counts = torch.tensor(
+        [sum(b["mlm_targets"].numel() for b in micro), sum(b["nsp_labels"].numel() for b in micro)],
+        dtype=torch.float64,
+        device=device,
+    )
+    mlm_total, nsp_total = distributed.all_reduce_sum(counts).clamp(min=1).tolist()
+    stats = torch.zeros(len(STAT_KEYS), dtype=torch.float64, device=device)
+    for m, batch in enumerate(micro):
+        last = m == len(micro) - 1
+        with model.no_sync() if world_size > 1 and not last else contextlib.nullcontext():
+            sums = pretraining_sums(model, batch, kind, precision)
+            loss = (sums["mlm_loss"] / mlm_total + sums["nsp_loss"] / nsp_total) * world_size
+            scaler.scale(loss).backward()
+        stats += step_stats(sums, batch)
+    scaler.unscale_(optimizer)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
+
+
 @torch.no_grad()
 def evaluate(model, data, settings: PretrainSettings, info: distributed.DistInfo, device, kind, precision) -> dict:
     """MLM/NSP loss and accuracy on the first `eval_batches` batches of a held-out set (epoch-0 masks)."""
@@ -413,27 +446,10 @@ def train(settings: PretrainSettings) -> int:
             while step < settings.max_steps:
                 position, micro = loader.next()
                 micro = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in micro]
-                # Normalise by the global batch's masked-token and sequence counts (see module docstring).
-                counts = torch.tensor(
-                    [sum(b["mlm_targets"].numel() for b in micro), sum(b["nsp_labels"].numel() for b in micro)],
-                    dtype=torch.float64,
-                    device=device,
-                )
-                mlm_total, nsp_total = distributed.all_reduce_sum(counts).clamp(min=1).tolist()
-                for m, batch in enumerate(micro):
-                    sync = m == len(micro) - 1 or not info.enabled
-                    with model.no_sync() if not sync else contextlib.nullcontext():
-                        sums = pretraining_sums(model, batch, kind, precision)
-                        loss = (sums["mlm_loss"] / mlm_total + sums["nsp_loss"] / nsp_total) * info.world_size
-                        scaler.scale(loss).backward()
-                    window += step_stats(sums, batch)
-                scaler.unscale_(optimizer)
-                if settings.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), settings.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                window += optimizer_step(
+                    model, raw_model, micro, optimizer, scheduler, scaler, settings.max_grad_norm, info.world_size,
+                    kind, precision,
+                )  # fmt: skip
                 step += 1
 
                 if step % settings.log_every == 0 or step == settings.max_steps:
