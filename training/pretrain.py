@@ -440,7 +440,7 @@ def train(settings: PretrainSettings) -> int:
             distributed.barrier()
 
         window = torch.zeros(len(STAT_KEYS), dtype=torch.float64, device=device)
-        window_start = time.perf_counter()
+        window_start = run_start = time.perf_counter()
         interrupted = False
         try:
             while step < settings.max_steps:
@@ -456,6 +456,7 @@ def train(settings: PretrainSettings) -> int:
                     elapsed = time.perf_counter() - window_start
                     record = summarise(distributed.all_reduce_sum(window))
                     record |= {"tokens_per_s": record.pop("tokens") / elapsed, "lr": scheduler.get_last_lr()[0]}
+                    record["elapsed_s"] = time.perf_counter() - run_start
                     metrics.write({"step": step, "split": "train", "epoch": position[0], **record})
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
                                     lr=f"{record['lr']:.2e}", refresh=False)  # fmt: skip

@@ -1,0 +1,217 @@
+"""Pretraining quality: `mini` from scratch on the shared corpus, then SST-2 against random init.
+
+    W=/tmp/bertkit-quality
+    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py prepare --work $W
+    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py pretrain --work $W --minutes 28
+    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py finetune --work $W
+    python benchmarks/pretraining_quality.py report --work $W
+
+Stages (each skips what is already on disk, so a stage can be rerun after a failure):
+- prepare: WordPiece vocabulary trained on the five training files of the corpus (`bert tokenizer
+  train`), dynamic-masking pretraining data from them and static data from corpus/heldout.txt.gz
+  (`bert data pretraining`), and an SST-2 split held out from the train file (every 20th row).
+- pretrain: a 5-step probe measures the step time, then `bert pretrain` runs the number of steps
+  that fits in --minutes (so the LR schedule ends where the run ends); afterwards the final model
+  is evaluated on the whole held-out set.
+- finetune: `bert finetune classify` from the pretrained model and from a random initialisation
+  of the same architecture and vocabulary, same data and hyper-parameters.
+- report: benchmarks/results/pretraining_quality.{json,md} and the curve PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import RESULTS, machine, markdown_table, write_results  # noqa: E402
+
+CORPUS = Path("/work/shared/data/corpus")
+SOURCES = ["brown", "austen", "wordnet", "bbc", "gcide"]
+SST2 = Path("/work/shared/data/sst2/train.tsv")
+VOCAB_SIZE = 16000
+BATCH_SIZE = 32
+SEQ_LEN = 128
+LR = 1e-3
+FT = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "max_seq_len": 64, "train_rows": 24000}
+
+
+def bert(*args: str) -> None:
+    cmd = [sys.executable, "-m", "cli.main", *args]
+    print("$ bert " + " ".join(args), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def prepare(work: Path) -> None:
+    inputs = [str(CORPUS / f"{name}.txt.gz") for name in SOURCES]
+    if not (work / "tok" / "vocab.txt").exists():
+        bert("tokenizer", "train", "--input", *inputs, "--vocab-size", str(VOCAB_SIZE), "--out", str(work / "tok"))
+    common = ["--tokenizer", str(work / "tok"), "--max-seq-len", str(SEQ_LEN), "--workers", "2", "--no-progress"]
+    if not (work / "data" / "train" / "manifest.json").exists():
+        bert("data", "pretraining", "--input", *inputs, "--out", str(work / "data" / "train"), "--dynamic-masking",
+             *common)  # fmt: skip
+    if not (work / "data" / "heldout" / "manifest.json").exists():
+        bert("data", "pretraining", "--input", str(CORPUS / "heldout.txt.gz"), "--out", str(work / "data" / "heldout"),
+             "--dupe-factor", "1", *common)  # fmt: skip
+    split_sst2(work / "sst2")
+
+
+def split_sst2(out: Path) -> None:
+    """Every 20th row of SST-2 train is held out; a fixed random `train_rows` of the rest are trained on."""
+    if (out / "heldout.tsv").exists():
+        return
+    with SST2.open(encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header, rows = rows[0], rows[1:]
+    heldout = [r for i, r in enumerate(rows) if i % 20 == 0]
+    train = [r for i, r in enumerate(rows) if i % 20 != 0]
+    random.Random(0).shuffle(train)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.tsv", train[: FT["train_rows"]]), ("heldout.tsv", heldout)):
+        with (out / name).open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(part)
+
+
+def pretrain_args(work: Path, out: Path, max_steps: int) -> list[str]:
+    every = max(1, max_steps // 6)
+    return [
+        "pretrain", "--model-config", "mini", "--data", str(work / "data" / "train"),
+        "--eval-data", str(work / "data" / "heldout"), "--out", str(out), "--max-steps", str(max_steps),
+        "--batch-size", str(BATCH_SIZE), "--lr", str(LR), "--warmup", "0.06", "--log-every", "10",
+        "--eval-every", str(every), "--eval-batches", "10", "--save-every", str(every), "--no-progress",
+    ]  # fmt: skip
+
+
+def pretrain(work: Path, minutes: float) -> None:
+    run = work / "run"
+    if not (run / "model" / "config.json").exists():
+        if not (work / "probe.json").exists():
+            probe = work / "probe"
+            shutil.rmtree(probe, ignore_errors=True)
+            bert(*pretrain_args(work, probe, 6)[:-1], "--log-every", "1", "--eval-every", "1000", "--no-progress")
+            records = [json.loads(line) for line in (probe / "metrics.jsonl").read_text().splitlines()]
+            train = [r for r in records if r["split"] == "train"]
+            step_s = (train[-1]["elapsed_s"] - train[0]["elapsed_s"]) / (len(train) - 1)
+            # ~8% for the periodic evaluations and checkpoints.
+            max_steps = int(minutes * 60 / (step_s * 1.08))
+            print(f"probe: {step_s:.2f} s/step -> {max_steps} steps in {minutes} minutes", flush=True)
+            (work / "probe.json").write_text(json.dumps({"step_s": step_s, "max_steps": max_steps}))
+        max_steps = json.loads((work / "probe.json").read_text())["max_steps"]
+        started = time.time()
+        resume = ["--resume"] if (run / "checkpoints").exists() else []
+        bert(*pretrain_args(work, run, max_steps), *resume)
+        (work / "pretrain_wall.json").write_text(json.dumps({"wall_s": time.time() - started}))
+    if not (work / "heldout_eval.json").exists():
+        (work / "heldout_eval.json").write_text(json.dumps(evaluate_heldout(work)))
+    bert("plot", str(run))
+
+
+def evaluate_heldout(work: Path) -> dict:
+    """The final model on every instance of the held-out set."""
+    import torch
+
+    from model import load_pretrained
+    from training.distributed import DistInfo
+    from training.pretrain import PretrainSettings, evaluate
+    from training.pretraining_data import open_pretraining_data
+
+    model = load_pretrained(work / "run" / "model", head="pretraining")
+    data = open_pretraining_data(work / "data" / "heldout")
+    settings = PretrainSettings(data="", out="", batch_size=64, eval_batches=0)
+    result = evaluate(model, data, settings, DistInfo(0, 0, 1), torch.device("cpu"), "cpu", "fp32")
+    result["instances"] = len(data)
+    return result
+
+
+def finetune(work: Path) -> None:
+    random_init = work / "random_init"
+    if not (random_init / "config.json").exists():
+        from model import build_model, load_pretrained, save_pretrained
+
+        pretrained = load_pretrained(work / "run" / "model")
+        save_pretrained(build_model(pretrained.config), random_init)
+        for f in (work / "tok").iterdir():
+            shutil.copy2(f, random_init / f.name)
+    for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init)):
+        out = work / f"ft_{name}"
+        if (out / "metrics.json").exists():
+            continue
+        bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / "train.tsv"),
+             "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(FT["epochs"]),
+             "--lr", str(FT["lr"]), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
+             "--seed", "0", "--threads", "2")  # fmt: skip
+
+
+def report(work: Path) -> None:
+    run = work / "run"
+    run_json = json.loads((run / "run.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    heldout = json.loads((work / "heldout_eval.json").read_text())
+    wall = json.loads((work / "pretrain_wall.json").read_text())["wall_s"]
+    ft = {}
+    for name in ("pretrained", "random_init"):
+        metrics = json.loads((work / f"ft_{name}" / "metrics.json").read_text())
+        ft[name] = {"accuracy": metrics["best"]["accuracy"], "train_seconds": metrics.get("train_seconds")}
+    gain = 100 * (ft["pretrained"]["accuracy"] - ft["random_init"]["accuracy"])
+    shutil.copy2(run / "curves.png", RESULTS / "pretraining_quality_curves.png")
+    payload = {
+        "machine": machine(),
+        "device": run_json["device"],
+        "precision": run_json["precision"],
+        "model": "mini (L4/H256/A4, intermediate 1024)",
+        "parameters": run_json["parameters"],
+        "vocab_size": VOCAB_SIZE,
+        "steps": train[-1]["step"],
+        "batch_size": BATCH_SIZE,
+        "seq_len": SEQ_LEN,
+        "lr": LR,
+        "pretrain_wall_s": wall,
+        "tokens_per_s_last": train[-1]["tokens_per_s"],
+        "instances_seen": train[-1]["step"] * BATCH_SIZE,
+        "train_last": train[-1],
+        "heldout": heldout,
+        "finetune": {"settings": FT, **ft, "gain_points": gain},
+    }
+    rows = [
+        ["held-out MLM accuracy", f"{heldout['mlm_acc']:.4f}"],
+        ["held-out NSP accuracy", f"{heldout['nsp_acc']:.4f}"],
+        ["held-out MLM perplexity", f"{heldout['perplexity']:.1f}"],
+        ["SST-2 held-out accuracy, pretrained", f"{ft['pretrained']['accuracy']:.4f}"],
+        ["SST-2 held-out accuracy, random init", f"{ft['random_init']['accuracy']:.4f}"],
+        ["gain from pretraining", f"{gain:+.1f} points"],
+    ]
+    table = (
+        f"Pretraining `mini` for {wall / 60:.1f} min ({payload['steps']} steps x {BATCH_SIZE} x {SEQ_LEN}, "
+        f"{run_json['precision']}, {run_json['device']['name']}); held-out = all {heldout['instances']} instances of "
+        f"corpus/heldout.txt.gz.\n\n" + markdown_table(["metric", "value"], rows)
+    )
+    write_results("pretraining_quality", payload, table)
+    print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=["prepare", "pretrain", "finetune", "report"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bertkit-quality"))
+    parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    {"prepare": lambda: prepare(args.work), "pretrain": lambda: pretrain(args.work, args.minutes),
+     "finetune": lambda: finetune(args.work), "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
