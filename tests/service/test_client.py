@@ -147,3 +147,75 @@ def test_cli_says_one_line_when_the_service_is_down(capsys):
 def test_cli_needs_some_text(capsys):
     assert client_cli.main(["ner", "--url", "http://127.0.0.1:9"]) == 2
     assert "no text given" in capsys.readouterr().err
+
+
+# --- live: the real service with tiny bundles ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_url(tiny_bundles, tmp_path_factory):
+    from tests.service.live_service import serve_bundles
+
+    order = ["sequence-classification", "token-classification", "question-answering", "embedding", "fill-mask"]
+    log = tmp_path_factory.mktemp("live") / "serve.log"
+    with serve_bundles([tiny_bundles[t] for t in order], log) as url:
+        yield url
+
+
+def test_live_every_endpoint(live_url):
+    with Client(live_url) as bert:
+        assert bert.health() and bert.ready()
+        tasks = {m.task for m in bert.models()}
+        assert {"sequence-classification", "token-classification", "question-answering", "embedding"} <= tasks
+        scores = bert.classify("a great movie")
+        assert sorted(s.label for s in scores) == ["negative", "positive"]
+        assert scores[0].score >= scores[1].score and abs(sum(s.score for s in scores) - 1) < 1e-4
+        assert len(bert.classify(["a great movie", "a bad film"], top_k=1)) == 2
+        text = "John Smith lives in Paris, près de la gare."
+        entities = bert.ner(text, aggregation_strategy="none", ignore_labels=[])
+        assert entities and all(text[e.start : e.end] == e.word for e in entities)
+        context = "The capital of France is Paris."
+        answer = bert.qa("What is the capital of France?", context)
+        assert context[answer.start : answer.end] == answer.answer
+        assert len(bert.qa("Where?", context, top_k=2)) == 2
+        vectors = bert.embed(["one sentence", "another one"])
+        assert len(vectors.vectors) == 2 and len(vectors.vectors[0]) == vectors.dim
+        assert abs(sum(x * x for x in bert.embed("one sentence")) - 1) < 1e-3
+        assert bert.tokenize("Paris").tokens[0] == "[CLS]"
+        assert "bertkit_queue_sequences" in bert.metrics()
+        with pytest.raises(ServiceError) as err:
+            bert.classify("x", model="no-such-model")
+        assert err.value.status == 404 and "tiny-sequence-classification" in err.value.message
+
+
+def test_live_async_matches_sync(live_url):
+    texts = [f"the movie was {w}" for w in ("great", "bad", "boring", "fun", "long", "short")]
+
+    async def go():
+        async with AsyncClient(live_url) as bert:
+            return await asyncio.gather(*(bert.classify(t) for t in texts))
+
+    with Client(live_url) as bert:
+        alone = [bert.classify(t) for t in texts]
+    together = asyncio.run(go())
+    for a, b in zip(alone, together):
+        assert [s.label for s in a] == [s.label for s in b]
+        assert all(abs(x.score - y.score) < 1e-4 for x, y in zip(a, b))
+
+
+def test_live_cli(live_url, capsys):
+    assert client_cli.main(["classify", "a great movie", "a bad film", "--url", live_url]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("\ta great movie") and "positive" in lines[0]
+    assert client_cli.main(["ner", "John lives in Paris", "--url", live_url, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["text"] == "John lives in Paris" and isinstance(record["entities"], list)
+    context = "The capital of France is Paris."
+    assert client_cli.main(["qa", "--question", "Capital?", "--context", context, "--url", live_url, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert context[answer["start"] : answer["end"]] == answer["answer"]
+    assert client_cli.main(["models", "--url", live_url]) == 0
+    assert "tiny-token-classification\ttoken-classification" in capsys.readouterr().out
+    assert client_cli.main(["classify", "x", "--model", "nope", "--url", live_url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "HTTP 404" in err
