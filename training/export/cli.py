@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(settings: ExportSettings) -> int:
     from tqdm import tqdm
 
-    with tqdm(total=len(STEPS), desc="export", unit="step", file=sys.stderr) as bar:
+    with tqdm(total=len(STEPS), desc="export", unit="step", file=sys.stderr, leave=False) as bar:
 
         def on_step(name: str) -> None:
             bar.update(STEPS.index(name) - bar.n)  # skipped steps count as done
@@ -81,7 +81,8 @@ def _summary(out, manifest: dict) -> str:
         f"wrote {out}: {manifest['name']} ({manifest['task']}, {manifest['precision']}"
         f"{', fused' if manifest['optimized'] else ''}), max_seq_len {manifest['max_seq_len']}",
         f"parity vs PyTorch fp32: max abs diff {parity['max_abs_diff']:.2e}"
-        + (f", argmax agreement {parity['argmax_agreement']:.4f}" if "argmax_agreement" in parity else ""),
+        + (f", argmax agreement {parity['argmax_agreement']:.4f}" if "argmax_agreement" in parity else "")
+        + (f", min cosine {parity['min_cosine']:.5f}" if "min_cosine" in parity else ""),
     ]
     if manifest.get("fusions"):
         lines.append("fused ops: " + ", ".join(f"{op} {n}" for op, n in manifest["fusions"].items()))
