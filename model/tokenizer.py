@@ -6,7 +6,9 @@ Google and Hugging Face vocabularies work as they are.
 
 from __future__ import annotations
 
+import functools
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,26 +23,80 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _FINAL_SIGMA = r"(?<=\p{Cased}\p{Case_Ignorable}*)Σ(?!\p{Case_Ignorable}*\p{Cased})"
 
 
-def bert_normalizer(lowercase: bool, strip_accents: bool | None = None, split_cjk: bool = True):
+@functools.cache
+def _character_classes() -> dict[str, str]:
+    """Regex classes of the reference tokenizer's character tests, from Python's own Unicode tables.
+
+    `tokenizers`' Rust tables differ from Python's `unicodedata` (other Unicode versions, marks
+    Mc/Me stripped as accents, unassigned code points kept, a shifted CJK range), so the classes
+    are built from the same tables the reference uses.
+    """
+    members: dict[str, list[int]] = {"control": [], "space": [], "mark": [], "punct": []}
+    control, space, mark, punct = members.values()
+    category = unicodedata.category
+    for cp in range(0x110000):
+        cat = category(chr(cp))
+        if cat[0] == "C":
+            if cp not in (9, 10, 13):
+                control.append(cp)  # _clean_text drops these (and NUL)
+        elif cat[0] == "Z":
+            space.append(cp)  # _is_whitespace (Zs), plus Zl/Zp where str.split() splits
+        elif cat == "Mn":
+            mark.append(cp)  # _run_strip_accents drops these after NFD
+        elif cat[0] == "P":
+            punct.append(cp)
+    control.append(0xFFFD)
+    space += [9, 10, 13]
+    punct += [cp for cp in range(33, 127) if not chr(cp).isalnum()]  # _is_punctuation: all ASCII symbols
+    classes = {name: _to_class(sorted(set(cps))) for name, cps in members.items()}
+    classes["cjk"] = _to_class([cp for lo, hi in _CJK_RANGES for cp in range(lo, hi + 1)])
+    return classes
+
+
+_CJK_RANGES = (  # the reference's _is_chinese_char, in code point order
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0x2F800, 0x2FA1F),
+)  # fmt: skip
+
+
+def _to_class(code_points: list[int]) -> str:
+    ranges: list[list[int]] = []
+    for cp in code_points:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    parts = [f"\\x{{{lo:X}}}" if lo == hi else f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges]
+    return "[" + "".join(parts) + "]"
+
+
+def bert_normalizer(lowercase: bool, strip_accents: bool | None = None):
     """The reference BertTokenizer's normalisation, in its order, with offsets tracked.
 
-    Reference order: drop control characters and map whitespace to " ", space out CJK
-    characters, NFC, then per word lowercase (with the final-sigma rule) and strip accents
-    (NFD, drop Mn). `tokenizers`' BertNormalizer alone skips NFC and the final sigma.
+    Reference order: drop control characters, map whitespace to " ", NFC, then per word
+    lowercase (with the final-sigma rule) and strip accents (NFD, drop Mn). CJK characters are
+    split off by `bert_pre_tokenizer`, which gives the same words as the reference's spacing.
     """
     if strip_accents is None:
         strip_accents = lowercase
+    classes = _character_classes()
     steps = [
-        normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=split_cjk, strip_accents=False, lowercase=False
-        ),
+        normalizers.Replace(Regex(classes["control"]), ""),
+        normalizers.Replace(Regex(classes["space"]), " "),
         normalizers.NFC(),
     ]
     if lowercase:
         steps += [normalizers.Replace(Regex(_FINAL_SIGMA), "ς"), normalizers.Lowercase()]
     if strip_accents:
-        steps += [normalizers.NFD(), normalizers.StripAccents()]
+        steps += [normalizers.NFD(), normalizers.Replace(Regex(classes["mark"]), "")]
     return normalizers.Sequence(steps)
+
+
+def bert_pre_tokenizer(split_cjk: bool = True):
+    """Split on whitespace, then isolate every punctuation character (and CJK character)."""
+    classes = _character_classes()
+    isolate = classes["punct"][:-1] + (classes["cjk"][1:-1] if split_cjk else "") + "]"
+    return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(isolate), "isolated")])
 
 
 @dataclass
@@ -94,9 +150,14 @@ class BertTokenizer:
     def from_vocab(
         cls, vocab: dict[str, int], lowercase: bool = True, strip_accents: bool | None = None, split_cjk: bool = True
     ) -> BertTokenizer:
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise ValueError(
+                f"the vocabulary has no {' or '.join(missing)} token; BERT needs {' '.join(SPECIAL_TOKENS)}"
+            )
         backend = _HFTokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-        backend.normalizer = bert_normalizer(lowercase, strip_accents, split_cjk)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.normalizer = bert_normalizer(lowercase, strip_accents)
+        backend.pre_tokenizer = bert_pre_tokenizer(split_cjk)
         backend.decoder = decoders.WordPiece(prefix="##")
         cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
         backend.post_processor = processors.TemplateProcessing(
