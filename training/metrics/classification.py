@@ -21,7 +21,7 @@ def confusion_matrix(gold: np.ndarray, pred: np.ndarray, num_labels: int) -> np.
 
 def _f1(tp: float, fp: float, fn: float) -> float:
     denominator = 2 * tp + fp + fn
-    return 2 * tp / denominator if denominator else 0.0
+    return float(2 * tp / denominator) if denominator else 0.0
 
 
 def mcc(matrix: np.ndarray) -> float:
