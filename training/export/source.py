@@ -72,12 +72,17 @@ class ModelSource:
 
 
 def read_source(model_dir: str | Path, max_seq_len: int | None = None) -> ModelSource:
-    directory = Path(model_dir)
-    if not directory.is_dir():
-        raise SourceError(f"{directory} is not a directory")
+    from training.finetune.model_dir import resolve_model_dir, resolve_tokenizer_dir
+
+    given = Path(model_dir)
+    if not given.is_dir():
+        raise SourceError(f"{given} is not a directory")
+    try:  # a run directory (checkpoints below it) resolves to its final / best / latest model
+        directory = resolve_model_dir(given)
+        tokenizer_dir = resolve_tokenizer_dir(directory, given)
+    except FileNotFoundError as err:
+        raise SourceError(str(err)) from err
     config_path = directory / "config.json"
-    if not config_path.exists():
-        raise SourceError(f"{config_path} is missing: not a model directory")
     try:
         hf_config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -92,10 +97,10 @@ def read_source(model_dir: str | Path, max_seq_len: int | None = None) -> ModelS
         if problem_type == "regression" and labels is None:
             labels = ["score"]
     try:
-        tokenizer = load_tokenizer(directory)
+        tokenizer = load_tokenizer(tokenizer_dir)
     except (OSError, ValueError) as err:
-        raise SourceError(f"cannot load the tokenizer of {directory}: {err}") from err
-    limit = _max_seq_len(directory, task_info, config, max_seq_len)
+        raise SourceError(f"cannot load the tokenizer in {tokenizer_dir}: {err}") from err
+    limit = _max_seq_len(tokenizer_dir, task_info, config, max_seq_len)
     return ModelSource(directory, task, labels, problem_type, limit, config, hf_config, tokenizer, task_info)
 
 

@@ -47,14 +47,19 @@ def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic (weights int8 ahead of time, activations at run time) quantization for CPU."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing on the root logger
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        # the fused graph has contrib ops whose output types the quantizer cannot infer
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer warns about pre-processing on the root logger
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            # the fused graph has contrib ops whose output types the quantizer cannot infer
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
