@@ -235,19 +235,25 @@ def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        try:
-            await asyncio.to_thread(state.load, loader)
-        except BundleRefusedError as err:
-            log.error("%s", err)
-            state.close(timeout=5)
-            raise
-        _hook_shutdown_signals(state)
+        # Re-entrant: a second server (or test client) over the same app shares the loaded models;
+        # the last one to stop closes them.
+        if state.lifespans == 0:
+            try:
+                await asyncio.to_thread(state.load, loader)
+            except BundleRefusedError as err:
+                log.error("%s", err)
+                state.close(timeout=5)
+                raise
+            _hook_shutdown_signals(state)
+        state.lifespans += 1
         try:
             yield
         finally:
-            state.draining = True
-            await asyncio.to_thread(state.close, settings.drain_timeout_s)
-            log.info("stopped")
+            state.lifespans -= 1
+            if state.lifespans == 0:
+                state.draining = True
+                await asyncio.to_thread(state.close, settings.drain_timeout_s)
+                log.info("stopped")
 
     app = FastAPI(
         title="bertkit inference service",

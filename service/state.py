@@ -28,6 +28,7 @@ class AppState:
     registry: Registry = field(default_factory=Registry)
     ready: bool = False
     draining: bool = False
+    lifespans: int = 0  # servers currently running over this state
     tokenize_pool: ThreadPoolExecutor | None = None
 
     def batching_config(self) -> BatchingConfig:
