@@ -87,14 +87,16 @@ def open_text(path: str | Path, on_bytes: OnBytes | None = None) -> io.TextIOWra
 
 
 def _lines(path: Path, on_bytes: OnBytes | None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline), with decode errors as ValueError."""
+    """(1-based line number, line without its line break), with decode errors as ValueError."""
     number = 0
     with open_text(path, on_bytes) as f:
+        stream = f.buffer  # decode line by line so an error names the right line
         try:
-            for number, line in enumerate(f, start=1):  # noqa: B007 (number is used after the loop)
-                yield number, line.rstrip("\n")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: line {number + 1} is not valid UTF-8 ({err.reason})") from err
+            for number, raw in enumerate(stream, start=1):  # noqa: B007 (number is used after the loop)
+                try:
+                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{path}: line {number} is not valid UTF-8 ({err.reason})") from err
         except (OSError, EOFError, zlib.error) as err:
             raise ValueError(f"{path}: the gzip stream is corrupt or truncated after line {number}: {err}") from err
 

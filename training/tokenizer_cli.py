@@ -41,11 +41,11 @@ class TokenizerTrainSettings:
 
 def train_tokenizer(settings: TokenizerTrainSettings):
     """Train and save; returns the `BertTokenizer`."""
-    from tokenizers import Tokenizer, pre_tokenizers, trainers  # noqa: PLC0415
+    from tokenizers import Tokenizer, trainers  # noqa: PLC0415
     from tokenizers.models import WordPiece  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from model.tokenizer import SPECIAL_TOKENS, BertTokenizer, bert_normalizer  # noqa: PLC0415
+    from model.tokenizer import SPECIAL_TOKENS, BertTokenizer, bert_normalizer, bert_pre_tokenizer  # noqa: PLC0415
 
     if settings.vocab_size < len(SPECIAL_TOKENS) + 1:
         raise CliError(f"--vocab-size must be more than {len(SPECIAL_TOKENS)} (the special tokens)")
@@ -58,8 +58,8 @@ def train_tokenizer(settings: TokenizerTrainSettings):
 
     lowercase = not settings.cased
     backend = Tokenizer(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    backend.normalizer = bert_normalizer(lowercase, split_cjk=settings.cjk_split)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.normalizer = bert_normalizer(lowercase)
+    backend.pre_tokenizer = bert_pre_tokenizer(settings.cjk_split)
     trainer = trainers.WordPieceTrainer(
         vocab_size=settings.vocab_size,
         min_frequency=settings.min_frequency,
