@@ -309,11 +309,11 @@ def build_pretraining_model(settings: PretrainSettings, vocab_size: int, max_seq
 
 
 class MetricsLog:
-    """Append-only JSONL; on resume, records past the checkpoint's step are dropped."""
+    """Append-only JSONL; records past `resume_step` (written after the last checkpoint) are dropped."""
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+    def __init__(self, path: Path, enabled: bool, resume_step: int):
         self.path, self.enabled = path, enabled
-        if enabled and resume_step is not None and path.exists():
+        if enabled and path.exists():
             lines = path.read_text(encoding="utf-8").splitlines()
             kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= resume_step]
             path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
@@ -417,7 +417,7 @@ def train(settings: PretrainSettings) -> int:
             write_run_json(out, settings, choice, precision, info, raw_model, data, resume_from, step)
             log.info("training on %s (%s), precision %s, %d process(es)", choice.name, choice.reason, precision,
                      info.world_size)  # fmt: skip
-        metrics = MetricsLog(out / "metrics.jsonl", info.is_main, step if resume_from is not None else None)
+        metrics = MetricsLog(out / "metrics.jsonl", info.is_main, step)  # drops records past the checkpoint
         stop = StopFlag()
         loader = StepLoader(data, settings, info.rank, info.world_size, position, pin=kind == "cuda")
         bar = progress_bar(settings, step, enabled=info.is_main and settings.progress)
