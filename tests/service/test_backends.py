@@ -29,6 +29,26 @@ def _variants(tmp_path, precisions=("fp32", "int8", "fp16")):
     return tmp_path
 
 
+class Capture(logging.Handler):
+    """Collects records of `service.backends` (the service logger does not propagate to the root)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def logs():
+    logger = logging.getLogger("service.backends")
+    handler = Capture()
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
 class FakeLoader:
     """Stands in for service.bundle.load_bundle; `cuda` decides what a CUDA session does."""
 
@@ -80,24 +100,22 @@ def test_cuda_is_used_with_the_fp16_variant_when_present(tmp_path):
 
 
 @pytest.mark.parametrize("failure", ["raises", "silent"])
-def test_cuda_failure_falls_back_to_cpu_int8_with_one_log_line(tmp_path, caplog, failure):
+def test_cuda_failure_falls_back_to_cpu_int8_with_one_log_line(tmp_path, logs, failure):
     loader = FakeLoader(failure)
-    with caplog.at_level(logging.WARNING, logger="service.backends"):
-        opened = open_model(_variants(tmp_path), "auto", loader=loader, available=[CUDA, CPU])
+    opened = open_model(_variants(tmp_path), "auto", loader=loader, available=[CUDA, CPU])
     assert opened.device == "cpu" and opened.bundle.precision == "int8"
     assert loader.calls[-1][1] == [CPU]
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r for r in logs.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "falling back to CPU" in warnings[0].getMessage()
     assert "\n" not in warnings[0].getMessage()
 
 
-def test_no_cuda_provider_means_cpu_without_trying(tmp_path, caplog):
+def test_no_cuda_provider_means_cpu_without_trying(tmp_path, logs):
     loader = FakeLoader("works")
     opened = open_model(_variants(tmp_path), "auto", loader=loader, available=[CPU])
     assert opened.device == "cpu" and len(loader.calls) == 1 and "onnxruntime-gpu" in opened.fallback_reason
-    with caplog.at_level(logging.WARNING, logger="service.backends"):
-        open_model(_variants(tmp_path / "y"), "cuda", loader=loader, available=[CPU])
-    assert any("provider=cuda requested" in r.getMessage() for r in caplog.records)
+    open_model(_variants(tmp_path / "y"), "cuda", loader=loader, available=[CPU])
+    assert any("provider=cuda requested" in r.getMessage() for r in logs.records)
 
 
 def _fake_bundle(task="token-classification", session=None):
