@@ -370,6 +370,8 @@ def train(settings: PretrainSettings) -> int:
         if eval_data is not None and eval_data.manifest.get("vocab_size") != data.manifest.get("vocab_size"):
             raise ValueError("--eval-data was built with a different vocabulary than --data")
         resume_from = checkpointing.latest_checkpoint(ckpt_root) if settings.resume else None
+        if settings.resume and resume_from is None and info.is_main:
+            log.warning("--resume: no checkpoint in %s yet, starting from step 0", ckpt_root)
         if not settings.resume and checkpointing.list_checkpoints(ckpt_root):
             raise ValueError(f"{out} already has checkpoints; pass --resume to continue, or choose a new --out")
 
@@ -463,17 +465,20 @@ def train(settings: PretrainSettings) -> int:
                     window.zero_()
                     window_start = time.perf_counter()
                 bar.update(1)
+                paused = time.perf_counter()  # evaluation and checkpoints do not count against tokens/s
                 if eval_data is not None and (step % settings.eval_every == 0 or step == settings.max_steps):
                     result = evaluate(raw_model, eval_data, settings, info, device, kind, precision)
                     result.pop("tokens")
                     metrics.write({"step": step, "split": "eval", **result})
-                    bar.write(f"step {step}: eval mlm_acc {result['mlm_acc']:.4f} nsp_acc {result['nsp_acc']:.4f} "
-                              f"perplexity {result['perplexity']:.2f}")  # fmt: skip
+                    if info.is_main:
+                        bar.write(f"step {step}: eval mlm_acc {result['mlm_acc']:.4f} "
+                                  f"nsp_acc {result['nsp_acc']:.4f} perplexity {result['perplexity']:.2f}")  # fmt: skip
                 if _stop_requested(stop, info, device):
                     interrupted = True
                     break
                 if step % settings.save_every == 0 and step < settings.max_steps:
                     save(step)
+                window_start += time.perf_counter() - paused
         finally:
             loader.close()
             bar.close()
