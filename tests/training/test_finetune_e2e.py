@@ -45,6 +45,16 @@ def test_classify_train_save_reload_evaluate(tiny_dir, tmp_path):
     assert again["accuracy"] == pytest.approx(record["best"]["accuracy"])
     assert (tmp_path / "eval.png").exists()
 
+    # the exported ONNX bundle scores the same through the bundle predictor
+    pytest.importorskip("onnxruntime")
+    from training.export.exporter import export_bundle
+
+    bundle = export_bundle(out, tmp_path / "bundle")
+    from_bundle = _evaluate("classify", bundle, dev, tmp_path / "bundle.json")
+    assert from_bundle["runtime"].startswith("bundle")
+    assert from_bundle["accuracy"] == pytest.approx(again["accuracy"])
+    assert from_bundle["confusion_matrix"] == again["confusion_matrix"]
+
 
 def test_ner_iob1_windows_train_save_reload_evaluate(tiny_dir, tmp_path):
     train = write_conll(tmp_path / "train.txt", ner_sentences(40, 0, long_every=5))
@@ -112,3 +122,18 @@ def test_bad_data_gives_one_line_and_exit_2(tiny_dir, tmp_path, capsys):
     assert finetune_main(args + ["--strict", "--epochs", "1"]) == 2
     assert "dev.tsv:line 3: label 'maybe' is not in the label map" in capsys.readouterr().err
     assert evaluate_main(["ner", "--model", str(tmp_path / "missing"), "--data", str(train)]) == 2
+
+
+def test_bf16_grad_accum_and_early_stopping_run(tiny_dir, tmp_path):
+    train, dev, out = (
+        write_sst2_tsv(tmp_path / "t.tsv", 16, 0),
+        write_sst2_tsv(tmp_path / "d.tsv", 8, 1),
+        tmp_path / "o",
+    )
+    args = ["classify", "--model", str(tiny_dir), "--train", str(train), "--eval", str(dev), "--out", str(out)]
+    options = ["--precision", "bf16", "--grad-accum", "2", "--epochs", "6", "--early-stopping", "1", "--lr", "1e-9"]
+    assert finetune_main(args + options + ["--batch-size", "4", "--threads", "1"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    # lr 1e-9 changes nothing, so epoch 2 is no better than epoch 1 and training stops there
+    assert [h["epoch"] for h in record["history"]] == [1, 2] and record["best_epoch"] == 1
+    assert record["settings"]["precision"] == "bf16"

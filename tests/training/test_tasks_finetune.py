@@ -201,3 +201,27 @@ def test_qa_windows_and_targets(tmp_path, tokenizer):
     assert all((f["start_position"], f["end_position"]) == (0, 0) for f in features if f not in found)
     # the question is cut to max_query_len tokens
     assert all(sum(1 for s in f["sequence_ids"] if s == 0) <= 6 for f in features)
+
+
+def _empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def test_model_dir_of_a_pretraining_run(tmp_path):
+    from training.finetune.model_dir import resolve_model_dir, resolve_tokenizer_dir
+
+    run = tmp_path / "run"
+    for name in ("checkpoints/step-00000100", "checkpoints/step-00000200", "checkpoints/.tmp-step-00000300"):
+        (run / name).mkdir(parents=True)
+        (run / name / "config.json").write_text("{}")
+    (run / "checkpoints/step-00000200/vocab.txt").write_text("[PAD]\n")
+    assert resolve_model_dir(run) == run / "checkpoints/step-00000200"  # latest complete checkpoint
+    assert resolve_tokenizer_dir(run / "checkpoints/step-00000200", run) == run / "checkpoints/step-00000200"
+    (run / "model").mkdir()
+    (run / "model/config.json").write_text("{}")
+    assert resolve_model_dir(run) == run / "model"  # the final model wins
+    with pytest.raises(FileNotFoundError, match="no tokenizer"):
+        resolve_tokenizer_dir(run / "model", run)
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        resolve_model_dir(_empty(tmp_path))

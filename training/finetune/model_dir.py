@@ -18,7 +18,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         path = path.parent
     if (path / "config.json").exists():
         return path
-    candidates = [p.parent for p in path.glob("*/config.json")] + [p.parent for p in path.glob("*/*/config.json")]
+    found = [p.parent for pattern in ("*/config.json", "*/*/config.json") for p in path.glob(pattern)]
+    candidates = [p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)]
     if not candidates:
         raise FileNotFoundError(f"{path} holds no config.json (nor does any sub-directory): not a model directory")
     for name in PREFERRED:
