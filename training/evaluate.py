@@ -138,7 +138,7 @@ def evaluate(settings: EvaluateSettings) -> dict:
     from training.finetune.predictor import predict_features
 
     task, tokenizer, predictor, kind = load_predictor(settings)
-    examples, problems = task.read(settings.data)
+    examples, problems = task.read(settings.data, for_training=False)
     if hasattr(task, "drop_unknown_labels"):
         examples = task.drop_unknown_labels(examples, problems)
     problems.raise_if(settings.strict)

@@ -33,7 +33,7 @@ from training.tasks.common import DataError
 
 def load_data(task, path: str, tokenizer, strict: bool, what: str):
     """Read, check labels, report what was skipped, build features: (examples, features, skipped)."""
-    examples, problems = task.read(path)
+    examples, problems = task.read(path, for_training=what == "train")
     if what == "train" and hasattr(task, "infer_labels") and not task.labels:
         task.labels = task.infer_labels(examples)
     if hasattr(task, "drop_unknown_labels"):

@@ -94,7 +94,9 @@ class ClassificationTask:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def read(self, path: str | Path, require_labels: bool = True) -> tuple[list[Example], Problems]:
+    def read(
+        self, path: str | Path, require_labels: bool = True, for_training: bool = True
+    ) -> tuple[list[Example], Problems]:
         path = check_readable(path)
         problems = Problems(str(path))
         examples: list[Example] = []

@@ -167,7 +167,9 @@ class NerTask:
             if bad:
                 raise DataError(f"{problems.path}:{line}: tag {bad!r} is not {self.scheme.upper()}; pass --scheme auto")
 
-    def read(self, path: str | Path, require_labels: bool = True) -> tuple[list[Sentence], Problems]:
+    def read(
+        self, path: str | Path, require_labels: bool = True, for_training: bool = True
+    ) -> tuple[list[Sentence], Problems]:
         path = check_readable(path)
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme {self.scheme!r} is not one of {SCHEMES}")

@@ -54,9 +54,12 @@ class QaTask:
     head = "question-answering"
     main_metric = "f1"
 
-    def read(self, path: str | Path, require_labels: bool = True) -> tuple[list[QAExample], Problems]:
-        """All questions; when `require_labels` (training), each answerable one needs an answer whose
-        answer_start matches its text, else it is reported and left out."""
+    def read(
+        self, path: str | Path, require_labels: bool = True, for_training: bool = True
+    ) -> tuple[list[QAExample], Problems]:
+        """All questions. With `require_labels`, an answerable question without an answer text is
+        reported and left out; `for_training` also requires the first answer's answer_start to
+        point at its text (scoring needs only the texts)."""
         path = check_readable(path)
         problems = Problems(str(path))
         try:
@@ -75,7 +78,7 @@ class QaTask:
                     continue
                 for q, qa in enumerate(paragraph.get("qas", [])):
                     example = self._example(
-                        qa, context, f"data[{a}].paragraphs[{p}].qas[{q}]", problems, require_labels
+                        qa, context, f"data[{a}].paragraphs[{p}].qas[{q}]", problems, require_labels, for_training
                     )
                     if example is not None:
                         examples.append(example)
@@ -85,7 +88,7 @@ class QaTask:
             raise DataError(f"{path} holds no questions")
         return examples, problems
 
-    def _example(self, qa, context: str, where: str, problems: Problems, require_labels: bool):
+    def _example(self, qa, context: str, where: str, problems: Problems, require_labels: bool, for_training: bool):
         if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not qa["question"].strip():
             problems.add(where, "no question text")
             return None
@@ -95,10 +98,10 @@ class QaTask:
         impossible = bool(qa.get("is_impossible", False))
         texts = [str(a.get("text", "")) for a in answers if str(a.get("text", "")).strip()]
         start = -1
-        if require_labels and not impossible:
-            if not texts:
-                problems.add(where, "no answers (and is_impossible is not set)")
-                return None
+        if require_labels and not impossible and not texts:
+            problems.add(where, "no answers (and is_impossible is not set)")
+            return None
+        if require_labels and for_training and not impossible:
             first = answers[0]
             text = str(first.get("text", ""))
             try:
