@@ -425,12 +425,13 @@ def holdout_split(
 # --- writers (the formats the fine-tuning commands read) -----------------------------------------
 
 
-def write_sst2(examples: Iterable[TextExample], path: str | Path) -> Path:
+def write_sst2(examples: Iterable[TextExample], path: str | Path, label_names: Sequence[str] | None = None) -> Path:
+    """`sentence<TAB>label` TSV; with `label_names` the label column holds names (e.g. SST2_LABELS)."""
     path = Path(path)
     with open(path, "w", encoding="utf-8") as f:
         f.write("sentence\tlabel\n")
         for ex in examples:
-            f.write(f"{ex.text}\t{ex.label}\n")
+            f.write(f"{ex.text}\t{label_names[ex.label] if label_names else ex.label}\n")
     return path
 
 
