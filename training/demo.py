@@ -201,7 +201,9 @@ def build_task(recipe: Recipe, s: DemoSettings, base: Path) -> dict | None:
     out = Path(s.out) / recipe.bundle
     if (out / MANIFEST).is_file() and not s.rebuild:
         say(f"{recipe.key}: cached bundle {out}")
-        return _quality(recipe, json.loads((out / MANIFEST).read_text(encoding="utf-8")), None)
+        stamp_file = Path(s.work) / recipe.key / "model" / STAMP
+        n_train = json.loads(stamp_file.read_text())["train_examples"] if stamp_file.is_file() else None
+        return _quality(recipe, json.loads((out / MANIFEST).read_text(encoding="utf-8")), n_train)
     work = Path(s.work) / recipe.key
     try:
         train_file, heldout_file, n_train, n_heldout = prepare_data(recipe, s, work / "data")
