@@ -77,15 +77,15 @@ class AppState:
 
     def _open(self, path: Path, loader) -> ModelEngine:
         s = self.settings
-        if s.verify_bundles:
-            problem = verify_problem(path)
-            if problem:
-                raise BundleRefusedError(f"bundle {path} refused: {problem}")
         try:
             opened = open_model(path, s.provider, s.precision, s.intra_op_threads, loader=loader)
         except (OSError, ValueError) as err:
             raise BundleRefusedError(f"bundle {path} refused: {err}") from None
         bundle = opened.bundle
+        if s.verify_bundles and loader is None:
+            problem = verify_problem(opened.path, list(bundle.providers))
+            if problem:
+                raise BundleRefusedError(f"bundle {opened.path} refused by verify: {problem}")
         if bundle.max_seq_len > s.max_batch_tokens:
             log.warning(
                 "bundle %s: max_seq_len %d exceeds max_batch_tokens %d; its longest inputs run one per batch",
@@ -115,27 +115,12 @@ class AppState:
             self.tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def verify_problem(path: Path) -> str | None:
-    """Why `bert verify` rejects the bundle at `path` (None when it passes or no verifier exists)."""
-    from service.backends import resolve_variant
+def verify_problem(path: Path, providers: list[str]) -> str | None:
+    """Why `bert verify` rejects the bundle at `path` (None when it passes)."""
+    from service.verify import verify_bundle
 
     try:
-        from service import verify
-    except ImportError:
-        return None
-    check = getattr(verify, "verify_bundle", None)
-    if check is None:
-        return None
-    try:
-        variant = resolve_variant(path, "cpu")
-    except FileNotFoundError as err:
-        return str(err)
-    try:
-        report = check(variant)
-    except Exception as err:  # the verifier names what is wrong; the server only refuses
+        verify_bundle(path, providers=providers)
+    except (OSError, ValueError) as err:  # BundleError is a ValueError naming the file or field at fault
         return str(err).splitlines()[0] if str(err) else type(err).__name__
-    ok = getattr(report, "ok", True)
-    if ok:
-        return None
-    problems = getattr(report, "problems", None) or getattr(report, "errors", None) or ["verification failed"]
-    return "; ".join(str(p) for p in problems)
+    return None

@@ -283,3 +283,9 @@ def test_bundle_that_fails_to_load_is_refused(tmp_path, tiny_bundles):
         with TestClient(app):
             pass
     assert app.state.bertkit.ready is False
+
+
+def test_playground_is_served_when_present(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert client.get("/openapi.json").json()["paths"].keys() >= {"/v1/classify", "/v1/ner", "/v1/qa"}
