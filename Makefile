@@ -43,5 +43,11 @@ test: install-dev install-browser
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
-demo: install  ## build the default bundles if missing (about 20 min on 2 cores, once) and serve them on :8000
+# `make demo`: install (once, again only when the dependencies change), build the default bundles if they are
+# missing (about 20 min on 2 cores, once), then serve them on http://127.0.0.1:8000. DEMO_ARGS="--port 8080" etc.
+demo: runs/.installed
 	$(PYTHON) -m cli.main demo $(DEMO_ARGS)
+
+runs/.installed: pyproject.toml constraints.txt
+	$(MAKE) install
+	@mkdir -p runs && touch $@
