@@ -123,7 +123,8 @@ def open_model(
         log.warning("bundle %s: falling back to CPU: %s", path, reason)
     variant = resolve_variant(path, "cpu", precision)
     bundle = loader(variant, providers=session_providers("cpu"), intra_op_threads=intra_op_threads)
-    log.info("bundle %s: %s precision on %s", variant, getattr(bundle, "precision", "?"), CPU)
+    why = f" ({reason})" if reason and device == "cpu" and provider == "auto" else ""
+    log.info("bundle %s: %s precision on %s%s", variant, getattr(bundle, "precision", "?"), CPU, why)
     return OpenedModel(bundle, "cpu", variant, reason)
 
 

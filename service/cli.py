@@ -69,7 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = ServiceSettings()
     except ValueError as err:
-        raise CliError(f"invalid BERTKIT_* setting: {str(err).splitlines()[1:3]}") from None
+        lines = [line.strip() for line in str(err).splitlines()[1:3]]
+        raise CliError(f"invalid BERTKIT_* setting: {' '.join(lines)}") from None
     uvicorn.run(
         "service.main:app",
         host=args.host,
