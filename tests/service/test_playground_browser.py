@@ -83,6 +83,7 @@ def playground(tiny_bundles, tmp_path_factory):
         ner,
         tiny_bundles["question-answering"],
         tiny_bundles["embedding"],
+        tiny_bundles["fill-mask"],
     ]
     with serve_bundles(bundles, work / "serve.log") as url:
         yield url
@@ -142,6 +143,7 @@ def test_picker_lists_the_loaded_bundles(page):
         ["rigged-ner", "token-classification"],
         ["tiny-question-answering", "question-answering"],
         ["tiny-embedding", "embedding"],
+        ["tiny-fill-mask", "fill-mask"],
     ]
 
 
@@ -201,6 +203,15 @@ def test_embeddings_show_similarities(page):
     _run(page, "tiny-embedding", "a man plays the guitar\nsomeone plays music\nstocks fell today")
     cells = page.eval_on_selector_all("#similarity td", "tds => tds.map(td => parseFloat(td.textContent))")
     assert len(cells) == 9 and all(abs(cells[i * 4] - 1.0) < 1e-3 for i in range(3))  # diagonal: cos = 1
+
+
+def test_fill_mask_shows_the_top_tokens(page, playground):
+    text = "paris is the [MASK] of france ."
+    _run(page, "tiny-fill-mask", text)
+    shown = page.eval_on_selector_all("#result .bar", "bs => bs.map(b => b.dataset.label)")
+    with Client(playground) as bert:
+        api = bert.fill_mask(text, top_k=5, model="tiny-fill-mask")
+    assert shown == [p.token_str for p in api[0]]
 
 
 def test_errors_are_shown_not_thrown(page):
