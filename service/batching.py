@@ -236,14 +236,19 @@ class Batcher:
         # A cancelled entry frees its queue capacity at once; it is removed from the deque later.
         if entry.future.cancelled():
             with self._cond:
-                self._release_locked(entry)
+                released = self._release_locked(entry)
                 self._cond.notify_all()
+            if released:
+                self.observer.on_drop("cancelled", 1)
 
-    def _release_locked(self, entry: Entry) -> None:
-        if not entry.dropped:
-            entry.dropped = True
-            self._queued_entries -= 1
-            self._queued_tokens -= entry.length
+    def _release_locked(self, entry: Entry) -> bool:
+        """Take the entry out of the queue's counts; False if it already was."""
+        if entry.dropped:
+            return False
+        entry.dropped = True
+        self._queued_entries -= 1
+        self._queued_tokens -= entry.length
+        return True
 
     def _retry_after_locked(self, extra_tokens: int) -> int:
         rate = self._tokens_per_s
@@ -256,9 +261,10 @@ class Batcher:
         kept: deque[Entry] = deque()
         expired = cancelled = 0
         for entry in self._queue:
+            if entry.dropped:  # cancelled: counted when it was released
+                continue
             if entry.future.cancelled():
-                self._release_locked(entry)
-                cancelled += 1
+                cancelled += self._release_locked(entry)
             elif entry.item.deadline is not None and now >= entry.item.deadline:
                 self._release_locked(entry)
                 _fail(entry.future, DeadlineExceededError("deadline passed while queued"))
@@ -295,6 +301,8 @@ class Batcher:
                                 break
                             self._cond.wait(remaining)
                             continue
+                    if self._queued_entries == 0 and self._queue:
+                        self._queue.clear()  # only cancelled entries are left: let them go now
                     if self._closing and self._queued_entries == 0 and self._next is None:
                         self._stopped = True
                         self._cond.notify_all()

@@ -121,14 +121,15 @@ class ModelEngine:
             raise PayloadTooLargeError(str(err)) from None
         except BatcherClosedError as err:
             raise UnavailableError(str(err)) from None
-        waiting = [asyncio.wrap_future(f) for f in futures]
+        gathered = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*waiting), deadline.remaining()))
+            return list(await asyncio.wait_for(gathered, deadline.remaining()))
         except (TimeoutError, DeadlineExceededError):
             raise DeadlineError("the request's deadline passed before the model answered") from None
         finally:
             for f in futures:  # a timed-out or cancelled request frees its queue slots at once
                 f.cancel()
+            gathered.add_done_callback(lambda g: g.cancelled() or g.exception())  # mark the outcome as seen
 
     def _check_length(self, field: str, length: int, truncate_hint: bool) -> None:
         if length > self.max_seq_len:

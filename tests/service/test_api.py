@@ -289,3 +289,56 @@ def test_playground_is_served_when_present(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert client.get("/openapi.json").json()["paths"].keys() >= {"/v1/classify", "/v1/ner", "/v1/qa"}
+
+
+def test_client_disconnect_drops_queued_work(client, monkeypatch):
+    import asyncio
+    import json as _json
+
+    app = client.app
+    engine = app.state.bertkit.registry.engines["tiny-sequence-classification"]
+    gate, seen = threading.Event(), []
+    real_run = engine.batcher.backend.run
+
+    def gated(batch):
+        gate.wait(5)
+        seen.extend(len(x) for x in batch)
+        return real_run(batch)
+
+    monkeypatch.setattr(engine.batcher.backend, "run", gated)
+    dropped = app.state.bertkit.metrics.dropped.labels("tiny-sequence-classification", "cancelled")
+    before = dropped._value.get()
+
+    async def call(text: str, disconnect_after: float | None):
+        body = _json.dumps({"inputs": text}).encode()
+        scope = {"type": "http", "method": "POST", "path": "/v1/classify", "raw_path": b"/v1/classify",
+                 "query_string": b"", "headers": [(b"content-type", b"application/json")], "http_version": "1.1",
+                 "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": ""}  # fmt: skip
+        sent, messages = False, []
+
+        async def receive():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(disconnect_after if disconnect_after is not None else 30)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            messages.append(message)
+
+        await app(scope, receive, send)
+        return messages
+
+    async def scenario():
+        blocker = asyncio.create_task(call("first", None))  # occupies the backend
+        await asyncio.sleep(0.2)
+        gone = asyncio.create_task(call("a very long text " * 5, 0.1))  # its client leaves while queued
+        await asyncio.sleep(0.4)
+        gate.set()
+        return await blocker, await gone
+
+    first, gone = asyncio.run(scenario())
+    assert first[0]["status"] == 200 and gone[0]["status"] == 499
+    assert dropped._value.get() == before + 1
+    assert max(seen) < 10  # the long text never reached the backend

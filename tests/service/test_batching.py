@@ -89,8 +89,20 @@ def test_token_budget_splits_batches(fake_backend_cls):
     batcher.close(2)
 
 
+class Drops:
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def on_batch(self, stats):
+        pass
+
+    def on_drop(self, reason, count):
+        self.counts[reason] = self.counts.get(reason, 0) + count
+
+
 def test_cancelled_entries_are_dropped_before_inference(fake_backend_cls):
     batcher, backend, gate, _ = _blocked(fake_backend_cls)
+    drops = batcher.observer = Drops()
     futures = batcher.submit([Item(i, 4) for i in range(6)])
     for f in futures[::2]:
         assert f.cancel()
@@ -102,11 +114,13 @@ def test_cancelled_entries_are_dropped_before_inference(fake_backend_cls):
             f.result(0)
     ran = [p for b in backend.batches for p in b]
     assert not {0, 2, 4} & set(ran)
+    assert drops.counts == {"cancelled": 3}
     batcher.close(2)
 
 
 def test_expired_entries_are_dropped_before_inference(fake_backend_cls):
     batcher, backend, gate, _ = _blocked(fake_backend_cls)
+    drops = batcher.observer = Drops()
     late = batcher.submit([Item(7, 4, deadline=time.monotonic() + 0.01)])[0]
     fine = batcher.submit([Item(8, 4, deadline=time.monotonic() + 10)])[0]
     time.sleep(0.02)
@@ -115,6 +129,7 @@ def test_expired_entries_are_dropped_before_inference(fake_backend_cls):
         late.result(2)
     assert fine.result(2) == 80
     assert 7 not in [p for b in backend.batches for p in b]
+    assert drops.counts == {"deadline": 1}
     batcher.close(2)
 
 
