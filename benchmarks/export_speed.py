@@ -88,6 +88,7 @@ def matmul_peaks(threads: int, repeats: int) -> dict:
     shapes = [(1024, 1024, 1024), (4096, 384, 1536), (1024, 384, 384)]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     rng = np.random.default_rng(0)
     found = {"fp32_onnxruntime": 0.0, "fp32_numpy": 0.0, "int8_onnxruntime": 0.0}
     for m, k, n in shapes:
@@ -105,6 +106,17 @@ def matmul_peaks(threads: int, repeats: int) -> dict:
     found["int8_peak"] = found["int8_onnxruntime"]
     found["shapes"] = [list(s) for s in shapes]
     return found
+
+
+def quiet_session(model_path: Path, threads: int):
+    """An onnxruntime session whose worker threads sleep, not spin, between runs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
@@ -166,6 +178,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="export-speed-") as scratch:
         model, paths, manifests = build_bundles(args.model, Path(scratch))
         sessions = {k: load_bundle(p, intra_op_threads=args.threads) for k, p in paths.items()}
+        for bundle in sessions.values():  # idle onnxruntime threads spin by default, starving the next variant
+            bundle.session = quiet_session(bundle.path / "model.onnx", args.threads)
         config = model.config
         results = []
         rng = np.random.default_rng(0)
