@@ -42,6 +42,7 @@ Output is byte-identical for the same inputs, settings and seed, whatever the nu
 
 from __future__ import annotations
 
+import array
 import hashlib
 import itertools
 import json
@@ -373,8 +374,8 @@ def _build_shard(task: _Task, plan: _Plan) -> dict:
     tmp = task.shard_dir.with_name(task.shard_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+    for name, values in arrays.items():
+        np.save(tmp / f"{name}.npy", np.ascontiguousarray(values))
     counts = {
         "name": task.shard_dir.name,
         "instances": len(la),
@@ -539,9 +540,9 @@ _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U00
 
 @dataclass
 class _Block:
-    ids: list[np.ndarray]  # token ids of sentences, batch by batch
-    sentence_lengths: list[int]
-    doc_sentences: list[int]  # sentences per document
+    ids: list[np.ndarray]  # token ids of sentences, batch by batch, in the token dtype
+    sentence_lengths: array.array
+    doc_sentences: array.array  # sentences per document
     word_starts: list[np.ndarray] | None
     tokens: int = 0
 
@@ -549,35 +550,42 @@ class _Block:
 class _BlockReader:
     """Streams documents from the inputs, tokenizes them in batches, and cuts them into blocks."""
 
-    def __init__(self, tokenizer: BertTokenizer, block_tokens: int, segmenter: Callable[[str], list[str]] | None):
+    def __init__(
+        self,
+        tokenizer: BertTokenizer,
+        block_tokens: int,
+        segmenter: Callable[[str], list[str]] | None,
+        token_dtype: str,
+    ):
         self.tokenizer = tokenizer
         self.block_tokens = block_tokens
         self.segmenter = segmenter
+        self.token_dtype = token_dtype
         self.batch_sentences = 16384
         self.counts = {"documents": 0, "sentences": 0, "corpus_tokens": 0, "empty_sentences": 0}
 
     def blocks(self, documents: Iterator[list[str]]) -> Iterator[_Block]:
         block = self._new_block()
-        pending_docs: list[list[str]] = []
+        pending: list[list[str]] = []
         pending_sentences = 0
         for doc in documents:
-            pending_docs.append(doc)
+            pending.append(doc)
             pending_sentences += len(doc)
             if pending_sentences >= self.batch_sentences:
-                yield from self._add(block, pending_docs)
-                pending_docs, pending_sentences = [], 0
+                self._add(block, pending)
+                pending, pending_sentences = [], 0
                 if block.tokens >= self.block_tokens:
                     yield block
                     block = self._new_block()
-        yield from self._add(block, pending_docs)
+        self._add(block, pending)
         if block.doc_sentences:
             yield block
 
     def _new_block(self) -> _Block:
-        return _Block([], [], [], [] if self.segmenter is not None else None)
+        return _Block([], array.array("q"), array.array("q"), [] if self.segmenter is not None else None)
 
-    def _add(self, block: _Block, docs: list[list[str]]) -> Iterator[_Block]:
-        """Tokenize `docs` and append them; yields nothing (a generator so `blocks` reads simply)."""
+    def _add(self, block: _Block, docs: list[list[str]]) -> None:
+        """Tokenize `docs` and append them to `block`, dropping sentences without tokens."""
         if not docs:
             return
         sentences = [s for doc in docs for s in doc]
@@ -588,7 +596,7 @@ class _BlockReader:
             encodings = backend.encode_batch(sentences, add_special_tokens=False)
         lengths = [len(e) for e in encodings]
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=sum(lengths))
-        block.ids.append(ids)
+        block.ids.append(ids.astype(self.token_dtype))
         if block.word_starts is not None:
             block.word_starts.append(self._word_starts(sentences, encodings, ids))
         k = 0
@@ -607,7 +615,6 @@ class _BlockReader:
                 self.counts["sentences"] += kept
         block.tokens += len(ids)
         self.counts["corpus_tokens"] += len(ids)
-        yield from ()
 
     def _word_starts(self, sentences: list[str], encodings, ids: np.ndarray) -> np.ndarray:
         """1 where a token starts a word: not a `##` piece, and for CJK, at a segmenter word boundary."""
@@ -634,9 +641,9 @@ def _write_block(block: _Block, directory: Path, index: int, seed: int, token_dt
     directory.mkdir(parents=True, exist_ok=True)
     ids = np.concatenate(block.ids).astype(token_dtype)
     sent_starts = np.zeros(len(block.sentence_lengths) + 1, dtype=np.int64)
-    np.cumsum(block.sentence_lengths, out=sent_starts[1:])
+    np.cumsum(np.frombuffer(block.sentence_lengths, dtype=np.int64), out=sent_starts[1:])
     doc_starts = np.zeros(len(block.doc_sentences) + 1, dtype=np.int64)
-    np.cumsum(block.doc_sentences, out=doc_starts[1:])
+    np.cumsum(np.frombuffer(block.doc_sentences, dtype=np.int64), out=doc_starts[1:])
     order = np.random.default_rng(_key(seed, index, 0x73687566)).permutation(len(block.doc_sentences))  # "shuf"
     np.save(directory / "ids.npy", ids)
     np.save(directory / "sent_starts.npy", sent_starts)
@@ -690,7 +697,7 @@ def build_pretraining_data(
     input_format: str = "auto",
     text_field: str = "text",
     chinese_segmenter: str | None = None,
-    block_tokens: int = 50_000_000,
+    block_tokens: int = 20_000_000,
     part_tokens: int = 2_000_000,
     overwrite: bool = False,
     progress: bool = True,
@@ -752,7 +759,7 @@ def build_pretraining_data(
     )
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, workers)))
     pool = _make_pool(workers)
-    reader = _BlockReader(tokenizer, block_tokens, segmenter)
+    reader = _BlockReader(tokenizer, block_tokens, segmenter, token_dtype)
     total_bytes = sum(p.stat().st_size for p in inputs)
     read_bar = _bar(progress, total=total_bytes, unit="B", unit_scale=True, desc="tokenizing")
     shard_bar = _bar(progress, total=0, unit="shard", desc="instances", position=1)

@@ -47,8 +47,8 @@ class PretrainingDataSettings:
     )
     text_field: str = field(default="text", metadata={"help": "JSONL field that holds the document text"})
     block_tokens: int = field(
-        default=50_000_000,
-        metadata={"help": "tokens read before a block is shuffled and paired; bounds memory (about 10 bytes/token)"},
+        default=20_000_000,
+        metadata={"help": "tokens read before a block is shuffled and paired; bounds memory (a few bytes a token)"},
     )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output directory"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
