@@ -20,7 +20,9 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 # Python's str.lower() (used by the reference BERT tokenizer) maps a word-final capital sigma to
 # "ς"; the Rust lowercaser maps every "Σ" to "σ". This is Python's Final_Sigma context.
-_FINAL_SIGMA = r"(?<=\p{Cased}\p{Case_Ignorable}*)Σ(?!\p{Case_Ignorable}*\p{Cased})"
+_FINAL_SIGMA = (
+    r"(?<=[\p{Cased}&&\P{Case_Ignorable}]\p{Case_Ignorable}*)Σ(?!\p{Case_Ignorable}*[\p{Cased}&&\P{Case_Ignorable}])"
+)
 
 
 @functools.cache
@@ -47,6 +49,7 @@ def _character_classes() -> dict[str, str]:
             punct.append(cp)
     control.append(0xFFFD)
     space += [9, 10, 13]
+    space.remove(0x20)  # already a space; replacing it would only cost time
     punct += [cp for cp in range(33, 127) if not chr(cp).isalnum()]  # _is_punctuation: all ASCII symbols
     classes = {name: _to_class(sorted(set(cps))) for name, cps in members.items()}
     classes["cjk"] = _to_class([cp for lo, hi in _CJK_RANGES for cp in range(lo, hi + 1)])
@@ -83,8 +86,11 @@ def bert_normalizer(lowercase: bool, strip_accents: bool | None = None):
     steps = [
         normalizers.Replace(Regex(classes["control"]), ""),
         normalizers.Replace(Regex(classes["space"]), " "),
-        normalizers.NFC(),
     ]
+    if not strip_accents:
+        # With accent stripping the NFD below makes an NFC here redundant (lowercasing keeps
+        # canonical equivalence), so it only runs when accents stay.
+        steps.append(normalizers.NFC())
     if lowercase:
         steps += [normalizers.Replace(Regex(_FINAL_SIGMA), "ς"), normalizers.Lowercase()]
     if strip_accents:

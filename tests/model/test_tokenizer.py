@@ -158,3 +158,23 @@ def test_bad_tokenizer_files(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no \\[CLS\\] or \\[SEP\\] or \\[MASK\\] token"):
         load_tokenizer(tmp_path / "vocab.txt")
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_combining_marks_and_sigma_fuzz_match_reference(vocab_file, lowercase):
+    """Random stacks of combining marks on Latin, Greek, Hangul, Bengali and kana bases."""
+    import random
+
+    reference = legacy.BertTokenizerLegacy(str(vocab_file), do_lower_case=lowercase)
+    ours = load_tokenizer(vocab_file, lowercase=lowercase)
+    rng = random.Random(0)
+    marks = [chr(c) for c in range(0x300, 0x370)] + [chr(c) for c in (0x9BE, 0x9D7, 0x345, 0x3099, 0x20D2, 0x488)]
+    bases = [*"aeiAEIΣσΑΩιΙ", "İ", "ı", "ß", "ǅ", "ᄀ", "가", "\u09c7", "か", "ｶ", "Å", "Ω", "K", "ﬁ", "ΐ", ".", "'"]
+    texts = []
+    for _ in range(1500):
+        word = "".join(
+            rng.choice(bases) + "".join(rng.choices(marks, k=rng.randint(0, 3))) for _ in range(rng.randint(1, 6))
+        )
+        texts.append(word + rng.choice([" ", ". ", "x "]) + "".join(rng.choices(bases, k=3)))
+    for text, encoding in zip(texts, ours.encode_batch(texts)):
+        assert encoding.ids == reference(text)["input_ids"], text
