@@ -54,7 +54,7 @@ class NerOptions(TextOptions, ConnectionOptions):
 
 @dataclass
 class QaOptions(ConnectionOptions):
-    question: str = _f("", "the question")
+    question: str | None = _f(None, "the question")
     context: str | None = _f(None, "the text that holds the answer")
     context_file: str | None = _f(None, "read the context from this file instead")
     top_k: int | None = _f(None, "answers to return, best first")
@@ -164,7 +164,7 @@ def _run(command: str, opts) -> int:
             if opts.context_file:
                 with open(opts.context_file, encoding="utf-8") as f:
                     context = f.read()
-            if not opts.question.strip() or not (context or "").strip():
+            if not (opts.question or "").strip() or not (context or "").strip():
                 raise CliError("qa needs --question and --context (or --context-file)")
             answer = client.qa(opts.question, context, top_k=opts.top_k, model=opts.model)
             answers = answer if isinstance(answer, list) else [answer]
