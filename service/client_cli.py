@@ -49,7 +49,11 @@ class ClassifyOptions(TextOptions, ConnectionOptions):
 
 @dataclass
 class NerOptions(TextOptions, ConnectionOptions):
-    aggregation: str = _f("simple", "how tokens become entities", choices=("none", "simple", "first", "average", "max"))
+    aggregation: str = _f(
+        "first",
+        "how tokens become entities (first: whole words, each tagged by its first sub-token)",
+        choices=("none", "simple", "first", "average", "max"),
+    )
 
 
 @dataclass

@@ -44,7 +44,7 @@
       endpoint: "/v1/ner",
       help: "Finds named entities and highlights them in the text with their type.",
       example: { text: "Angela Merkel met Emmanuel Macron in Paris on Monday to discuss Airbus and the European Union." },
-      body: (input) => ({ inputs: input.text, aggregation_strategy: "simple" }),
+      body: (input) => ({ inputs: input.text, aggregation_strategy: "first" }), // whole words, never half a word
       render: (input, data) => renderEntities(input.text, data.results[0]),
     },
     "question-answering": {
