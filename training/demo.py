@@ -55,7 +55,7 @@ class DemoSettings:
     # --- how much training fits the 20-minute budget (measured on 2 cores) ---
     sst2_examples: int = _f(6000, "SST-2 training sentences sampled (of 67k); short phrases, max 64 tokens")
     conll_examples: int = _f(5000, "CoNLL-2003 training sentences sampled (of 14k), max 128 tokens")
-    squad_examples: int = _f(1000, "SQuAD training questions sampled, max 256 tokens (stride 96)")
+    squad_examples: int = _f(2000, "SQuAD training questions sampled, max 256 tokens (stride 64)")
     eval_examples: int = _f(1000, "held-out examples per classification/NER task")
     squad_eval_examples: int = _f(200, "held-out SQuAD questions (from articles never trained on)")
     epochs: int | None = _f(None, "epochs per task (default: the task's recipe: 1, SQuAD 2)")
