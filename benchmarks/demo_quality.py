@@ -74,7 +74,7 @@ def markdown(report: dict) -> str:
         "Held-out data: SST-2 and SQuAD are split from their training files with a fixed seed (SQuAD by whole "
         "articles, from `squad/train-from-dev-even.json`, the even-index half of the official dev set), CoNLL-2003 "
         "uses a seeded sample of its dev file (eng.testa); none of it is trained on. These are small-sample, "
-        "one-epoch demo models: compare them with each other (int8 vs fp32), not with published full-data results.",
+        "short-training demo models: compare int8 with fp32 here, not with published full-data results.",
         "",
     ]
     return "\n".join(lines)
