@@ -60,6 +60,7 @@ class BatchingConfig:
     sort_window: int = 256  # oldest queued entries sorted by length when forming a batch
     max_queue_requests: int = 4096  # queued sequences before QueueFullError
     max_queue_tokens: int = 1_048_576  # queued (unpadded) tokens before QueueFullError
+    overhead_tokens: int = 128  # fixed cost of one batch in tokens of work; larger = fuller, more padded batches
 
 
 @dataclass
@@ -117,35 +118,51 @@ def padded_cost(lengths: Sequence[int]) -> int:
     return max(lengths) * len(lengths) if lengths else 0
 
 
-def select_batch(entries: list[Entry], max_tokens: int, max_size: int) -> list[Entry]:
+def select_batch(entries: list[Entry], max_tokens: int, max_size: int, overhead_tokens: int = 128) -> list[Entry]:
     """Pick a batch of similar lengths that always contains the oldest entry.
 
     `entries` is the sort window in arrival order. Sort it by length, start at the oldest entry and
     grow a contiguous run of the sorted list towards the neighbour whose length is closer, while
-    the padded cost stays within `max_tokens`. The oldest entry goes even if it alone is over budget.
+    (1) the padded cost stays within `max_tokens` and (2) the entry lowers the batch's cost per
+    real token, the cost of a batch being `overhead_tokens` (its fixed price, in tokens of work)
+    plus longest x size. So short and long inputs go to separate batches once a batch is big
+    enough to pay its overhead, instead of padding every row to the longest. The oldest entry goes
+    even if it alone is over budget, so nothing starves.
     """
     if not entries:
         return []
     ordered = sorted(entries, key=lambda e: (e.length, e.seq))
     oldest = min(entries, key=lambda e: e.seq)
     lo = hi = ordered.index(oldest)  # the batch is ordered[lo : hi + 1]
-    longest = oldest.length
+    longest, real = oldest.length, oldest.length
+
+    def cost_per_token(longest: int, size: int, real: int) -> float:
+        return (overhead_tokens + longest * size) / max(real, 1)
+
     while hi - lo + 1 < max_size:
-        below = ordered[lo - 1] if lo > 0 else None
-        above = ordered[hi + 1] if hi + 1 < len(ordered) else None
+        size = hi - lo + 1
+        current = cost_per_token(longest, size, real)
         candidates = []
-        if below is not None and max(longest, below.length) * (hi - lo + 2) <= max_tokens:
-            candidates.append((oldest.length - below.length, -1, below))
-        if above is not None and max(longest, above.length) * (hi - lo + 2) <= max_tokens:
-            candidates.append((above.length - oldest.length, 1, above))
+        for side, neighbour in (
+            (-1, ordered[lo - 1] if lo > 0 else None),
+            (1, ordered[hi + 1] if hi + 1 < len(ordered) else None),
+        ):
+            if neighbour is None:
+                continue
+            new_longest = max(longest, neighbour.length)
+            if new_longest * (size + 1) > max_tokens:
+                continue
+            if cost_per_token(new_longest, size + 1, real + neighbour.length) > current:
+                continue
+            candidates.append((abs(neighbour.length - oldest.length), neighbour.seq, side, neighbour))
         if not candidates:
             break
-        _, side, chosen = min(candidates, key=lambda c: (c[0], c[2].seq))
+        _, _, side, chosen = min(candidates)
         if side < 0:
             lo -= 1
         else:
             hi += 1
-        longest = max(longest, chosen.length)
+        longest, real = max(longest, chosen.length), real + chosen.length
     return ordered[lo : hi + 1]
 
 
@@ -310,7 +327,7 @@ class Batcher:
                     self._cond.wait()
                 self._prune_locked(self._clock())
                 window = list(itertools.islice(self._queue, cfg.sort_window))
-                batch = select_batch(window, cfg.max_batch_tokens, cfg.max_batch_size)
+                batch = select_batch(window, cfg.max_batch_tokens, cfg.max_batch_size, cfg.overhead_tokens)
                 if not batch:
                     continue
                 chosen = {id(e) for e in batch}

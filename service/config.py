@@ -83,6 +83,13 @@ class ServiceSettings(BaseSettings):
         "less padding, but newer short requests may overtake older long ones within the window (the oldest "
         "entry always goes in the next batch, so nothing starves).",
     )
+    batch_overhead_tokens: int = Field(
+        128,
+        ge=0,
+        description="The fixed cost of running one batch, in tokens of work. A batch only takes a sequence that "
+        "lowers its cost per real token, so larger values = fuller batches with more padding (good when a run's "
+        "fixed cost dominates, e.g. GPUs); smaller = tighter length groups, less padding (CPUs).",
+    )
     max_queue_requests: int = Field(
         4096,
         ge=1,

@@ -40,6 +40,7 @@ class AppState:
             sort_window=s.sort_window,
             max_queue_requests=s.max_queue_requests,
             max_queue_tokens=s.max_queue_tokens,
+            overhead_tokens=s.batch_overhead_tokens,
         )
 
     def deadline(self, body_timeout_ms: int | None, header_timeout_ms: int | None) -> Deadline:

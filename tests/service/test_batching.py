@@ -75,9 +75,17 @@ def test_batches_form_while_backend_busy_and_are_length_sorted(fake_backend_cls)
     gate.set()
     assert [f.result(2) for f in futures] == [i * 10 for i in range(6)]
     assert first.result(2) == -10
-    # everything queued while busy went into one batch, ordered by length
-    assert backend.batches[1] == [5, 1, 3, 2, 0, 4]
+    # what queued while busy is batched by length: the long ones (with the oldest), then the short ones
+    assert backend.batches[1:] == [[2, 0, 4], [5, 1, 3]]
     batcher.close(2)
+
+
+def test_overhead_decides_how_far_lengths_mix():
+    lengths = [10, 12, 40, 44, 11, 42]
+    tight = select_batch(_entries(lengths), max_tokens=10_000, max_size=64, overhead_tokens=8)
+    assert sorted(e.length for e in tight) == [10, 11, 12]
+    loose = select_batch(_entries(lengths), max_tokens=10_000, max_size=64, overhead_tokens=10_000)
+    assert len(loose) == 6  # a batch's fixed cost dominates: pad rather than run another batch
 
 
 def test_token_budget_splits_batches(fake_backend_cls):
