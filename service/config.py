@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
         None,
         ge=1,
         description="onnxruntime intra-op threads per session. More threads cut the latency of one big batch but "
-        "compete with tokenization and the event loop for cores; default = onnxruntime's choice (all cores).",
+        "compete with tokenization and the event loop for cores; default = all cores but one.",
     )
     tokenizer_threads: int = Field(
         2, ge=1, description="Threads that tokenize requests off the event loop (Rust tokenizers release the GIL)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,8 +79,11 @@ class AppState:
 
     def _open(self, path: Path, loader) -> ModelEngine:
         s = self.settings
+        # One core stays free for the event loop and tokenization: onnxruntime's spinning workers on
+        # every core starve them (on 2 cores, 1 intra-op thread served 1.75x the requests of 2).
+        threads = s.intra_op_threads or max(1, (os.cpu_count() or 2) - 1)
         try:
-            opened = open_model(path, s.provider, s.precision, s.intra_op_threads, loader=loader)
+            opened = open_model(path, s.provider, s.precision, threads, loader=loader)
         except (OSError, ValueError) as err:
             raise BundleRefusedError(f"bundle {path} refused: {err}") from None
         bundle = opened.bundle
