@@ -69,6 +69,12 @@ def markdown(report: dict) -> str:
             f"| {t.get('train_seconds', '-')} | {t['heldout_examples']} | {name} (%) "
             f"| {_fmt(t['fp32'][metric], squad)} | {_fmt(t['int8'][metric], squad)} | {diff_s} |"
         )
+    for t in report["tasks"]:
+        if t.get("dataset") == "squad" and t.get("fp32") and "exact_match" in t["fp32"]:
+            lines += [
+                "",
+                f"SQuAD exact match: fp32 {t['fp32']['exact_match']:.2f}, int8 {t['int8']['exact_match']:.2f}.",
+            ]
     lines += [
         "",
         "Held-out data: SST-2 and SQuAD are split from their training files with a fixed seed (SQuAD by whole "
