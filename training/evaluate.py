@@ -114,7 +114,9 @@ def load_predictor(settings: EvaluateSettings):
         from service.bundle import load_bundle
 
         bundle = load_bundle(path)
-        info = dict(bundle.manifest)
+        # task.json settings (doc_stride, text columns, tag scheme...) travel under task_config;
+        # the manifest's own fields (task, labels, max_seq_len) win where both have a value.
+        info = {**(bundle.manifest.get("task_config") or {}), **bundle.manifest}
         task = _task_from_info(info, settings)
         return task, bundle.tokenizer, BundlePredictor(bundle), f"bundle ({bundle.precision})"
     import torch
