@@ -43,7 +43,7 @@ if ARGS is not None:  # BLAS reads its thread count at import time
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, markdown_table, median, write_results  # noqa: E402
+from benchmarks.common import machine, markdown_table, median, time_call, write_results  # noqa: E402
 
 VARIANTS = ("pytorch eager", "onnx fp32", "onnx fused", "onnx fused int8")
 
@@ -97,11 +97,11 @@ def matmul_peaks(threads: int, repeats: int) -> dict:
             model = _matmul_graph(m, k, n, integer)
             session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
             a = rng.integers(0, 256, (m, k)).astype(np.uint8) if integer else rng.standard_normal((m, k), np.float32)
-            seconds = median(_timed(lambda s=session, a=a: s.run(None, {"A": a}), repeats))
+            seconds = median(time_call(lambda s=session, a=a: s.run(None, {"A": a}), repeats))
             key = "int8_onnxruntime" if integer else "fp32_onnxruntime"
             found[key] = max(found[key], flops / seconds / 1e9)
         a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
-        found["fp32_numpy"] = max(found["fp32_numpy"], flops / median(_timed(lambda a=a, b=b: a @ b, repeats)) / 1e9)
+        found["fp32_numpy"] = max(found["fp32_numpy"], flops / median(time_call(lambda a=a, b=b: a @ b, repeats)) / 1e9)
     found["fp32_peak"] = max(found["fp32_onnxruntime"], found["fp32_numpy"])
     found["int8_peak"] = found["int8_onnxruntime"]
     found["shapes"] = [list(s) for s in shapes]
@@ -117,17 +117,6 @@ def quiet_session(model_path: Path, threads: int):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-
-
-def _timed(fn, repeats: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 # --- the model and its bundles ----------------------------------------------------------------
