@@ -75,3 +75,19 @@ def run_cli(fn, prog: str) -> int:
     except (CliError, ValueError, FileNotFoundError, PermissionError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+
+
+def run_single_subcommand(
+    argv: list[str] | None, group: str, subcommand: str, settings_cls: type[T], run, usage: str, description: str
+) -> int:
+    """`bert GROUP SUBCOMMAND [options]` for groups that have one subcommand (tokenizer train, data pretraining)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    if argv[0] != subcommand:
+        print(f"bert {group}: unknown subcommand {argv[0]!r}; the only one is `{subcommand}`", file=sys.stderr)
+        return 2
+    prog = f"bert {group} {subcommand}"
+    settings = parse_dataclass(settings_cls, argv[1:], prog=prog, description=description)
+    return run_cli(lambda: run(settings), prog)

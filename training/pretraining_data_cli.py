@@ -13,10 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.args import CliError, parse_dataclass, run_cli
+from cli.args import CliError, run_single_subcommand
 from training.corpus import FORMATS
-
-PROG = "bert data pretraining"
 
 
 @dataclass
@@ -89,17 +87,22 @@ def run(settings: PretrainingDataSettings) -> int:
     return 0
 
 
+USAGE = (
+    "usage: bert data pretraining --input FILE... --tokenizer DIR --out DIR [options]\n\n"
+    "Run `bert data pretraining --help` for the options."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: bert data pretraining --input FILE... --tokenizer DIR --out DIR [options]\n")
-        print("Run `bert data pretraining --help` for the options.")
-        return 0 if argv else 2
-    if argv[0] != "pretraining":
-        print(f"bert data: unknown subcommand {argv[0]!r}; the only one is `pretraining`", file=sys.stderr)
-        return 2
-    settings = parse_dataclass(PretrainingDataSettings, argv[1:], prog=PROG, description=__doc__.splitlines()[0])
-    return run_cli(lambda: run(settings), PROG)
+    return run_single_subcommand(
+        argv,
+        "data",
+        "pretraining",
+        PretrainingDataSettings,
+        run,
+        USAGE,
+        __doc__.splitlines()[0],
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.args import CliError, parse_dataclass, run_cli
+from cli.args import CliError, run_single_subcommand
 from training.corpus import FORMATS, read_documents
-
-PROG = "bert tokenizer train"
 
 
 @dataclass
@@ -106,16 +104,19 @@ def run(settings: TokenizerTrainSettings) -> int:
     return 0
 
 
+USAGE = "usage: bert tokenizer train --input FILE... --vocab-size N --out DIR [--cased] [--no-cjk-split]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: bert tokenizer train --input FILE... --vocab-size N --out DIR [--cased] [--no-cjk-split]")
-        return 0 if argv else 2
-    if argv[0] != "train":
-        print(f"bert tokenizer: unknown subcommand {argv[0]!r}; the only one is `train`", file=sys.stderr)
-        return 2
-    settings = parse_dataclass(TokenizerTrainSettings, argv[1:], prog=PROG, description=__doc__.splitlines()[0])
-    return run_cli(lambda: run(settings), PROG)
+    return run_single_subcommand(
+        argv,
+        "tokenizer",
+        "train",
+        TokenizerTrainSettings,
+        run,
+        USAGE,
+        __doc__.splitlines()[0],
+    )
 
 
 if __name__ == "__main__":
