@@ -9,6 +9,7 @@ from torch import nn
 
 from model.bert import BertModel, activation, init_weights
 from model.config import BertConfig
+from model.linear import Linear, linear
 
 
 @dataclass
@@ -33,7 +34,7 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.act = activation(config.hidden_act)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder_weight = word_embeddings.weight  # tied: the same Parameter object
@@ -41,13 +42,13 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.act(self.dense(hidden)))
-        return nn.functional.linear(x, self.decoder_weight, self.bias)  # (..., V)
+        return linear(x, self.decoder_weight, self.bias)  # (..., V)
 
 
 class NextSentenceHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.classifier = nn.Linear(config.hidden_size, 2)
+        self.classifier = Linear(config.hidden_size, 2)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifier(pooled)  # (B, 2)
@@ -105,7 +106,7 @@ class BertForSequenceClassification(nn.Module):
         self.num_labels = num_labels
         self.bert = BertModel(config, add_pooler=True)
         self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.classifier = Linear(config.hidden_size, num_labels)
         init_weights(self, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -124,7 +125,7 @@ class BertForTokenClassification(nn.Module):
         self.num_labels = num_labels
         self.bert = BertModel(config, add_pooler=False)
         self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.classifier = Linear(config.hidden_size, num_labels)
         init_weights(self, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -141,7 +142,7 @@ class BertForQuestionAnswering(nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config, add_pooler=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs = Linear(config.hidden_size, 2)
         init_weights(self, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
