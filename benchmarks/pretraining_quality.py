@@ -3,6 +3,7 @@
     W=/tmp/bertkit-quality
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py prepare --work $W
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py pretrain --work $W --minutes 28
+    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py extend --work $W --minutes 36
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py finetune --work $W
     python benchmarks/pretraining_quality.py report --work $W
 
@@ -13,8 +14,11 @@ Stages (each skips what is already on disk, so a stage can be rerun after a fail
 - pretrain: a 5-step probe measures the step time, then `bert pretrain` runs the number of steps
   that fits in --minutes (so the LR schedule ends where the run ends); afterwards the final model
   is evaluated on the whole held-out set.
+- extend: resume the finished run with --resume for --minutes more (the LR schedule is recomputed
+  for the new length, so the LR rises again: a warm restart), then re-evaluate on the held-out set.
 - finetune: `bert finetune classify` from the pretrained model and from a random initialisation
-  of the same architecture and vocabulary, same data and hyper-parameters.
+  of the same architecture and vocabulary, same data and hyper-parameters; once with 24,000
+  training rows and once with the first 2,000 of them.
 - report: benchmarks/results/pretraining_quality.{json,md} and the curve PNG.
 """
 
@@ -43,6 +47,8 @@ BATCH_SIZE = 32
 SEQ_LEN = 128
 LR = 1e-3
 FT = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "max_seq_len": 64, "train_rows": 24000}
+# A low-resource arm as well: the first rows of the same training file (pretraining matters most there).
+FEW_SHOT_ROWS = 2000
 
 
 def bert(*args: str) -> None:
@@ -67,7 +73,7 @@ def prepare(work: Path) -> None:
 
 def split_sst2(out: Path) -> None:
     """Every 20th row of SST-2 train is held out; a fixed random `train_rows` of the rest are trained on."""
-    if (out / "heldout.tsv").exists():
+    if (out / "heldout.tsv").exists() and (out / f"train_{FEW_SHOT_ROWS}.tsv").exists():
         return
     with SST2.open(encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -76,7 +82,9 @@ def split_sst2(out: Path) -> None:
     train = [r for i, r in enumerate(rows) if i % 20 != 0]
     random.Random(0).shuffle(train)
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train.tsv", train[: FT["train_rows"]]), ("heldout.tsv", heldout)):
+    parts = (("train.tsv", train[: FT["train_rows"]]), (f"train_{FEW_SHOT_ROWS}.tsv", train[:FEW_SHOT_ROWS]),
+             ("heldout.tsv", heldout))  # fmt: skip
+    for name, part in parts:
         with (out / name).open("w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
             writer.writerow(header)
@@ -117,6 +125,28 @@ def pretrain(work: Path, minutes: float) -> None:
     bert("plot", str(run))
 
 
+def extend(work: Path, minutes: float) -> None:
+    """Resume the finished run for `minutes` more (the LR schedule is recomputed for the new length)."""
+    run = work / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    done = max(r["step"] for r in records if r["split"] == "train")
+    step_s = json.loads((work / "probe.json").read_text())["step_s"]
+    max_steps = done + int(minutes * 60 / (step_s * 1.08))
+    wall = json.loads((work / "pretrain_wall.json").read_text())
+    segments = wall.get("segments", [wall["wall_s"]])
+    print(f"extending from step {done} to {max_steps} ({minutes} min at {step_s:.2f} s/step)", flush=True)
+    started = time.time()
+    bert(*pretrain_args(work, run, max_steps), "--resume")
+    segments.append(time.time() - started)
+    (work / "pretrain_wall.json").write_text(json.dumps({"wall_s": sum(segments), "segments": segments}))
+    (work / "heldout_eval.json").unlink(missing_ok=True)
+    for name in ("ft_pretrained", f"ft_pretrained_{FEW_SHOT_ROWS}"):  # fine-tuned from the shorter run
+        if (work / name).exists():
+            shutil.move(work / name, work / f"{name}_step{done}")
+    (work / "heldout_eval.json").write_text(json.dumps(evaluate_heldout(work)))
+    bert("plot", str(run))
+
+
 def evaluate_heldout(work: Path) -> dict:
     """The final model on every instance of the held-out set."""
     import torch
@@ -143,11 +173,15 @@ def finetune(work: Path) -> None:
         save_pretrained(build_model(pretrained.config), random_init)
         for f in (work / "tok").iterdir():
             shutil.copy2(f, random_init / f.name)
-    for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init)):
-        out = work / f"ft_{name}"
+    split_sst2(work / "sst2")
+    arms = [(f"ft_{name}{suffix}", model_dir, train)
+            for suffix, train in (("", "train.tsv"), (f"_{FEW_SHOT_ROWS}", f"train_{FEW_SHOT_ROWS}.tsv"))
+            for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init))]  # fmt: skip
+    for name, model_dir, train in arms:
+        out = work / name
         if (out / "metrics.json").exists():
             continue
-        bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / "train.tsv"),
+        bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / train),
              "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(FT["epochs"]),
              "--lr", str(FT["lr"]), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
              "--seed", "0", "--threads", "2")  # fmt: skip
@@ -161,10 +195,12 @@ def report(work: Path) -> None:
     heldout = json.loads((work / "heldout_eval.json").read_text())
     wall = json.loads((work / "pretrain_wall.json").read_text())["wall_s"]
     ft = {}
-    for name in ("pretrained", "random_init"):
+    for name in ("pretrained", "random_init", f"pretrained_{FEW_SHOT_ROWS}", f"random_init_{FEW_SHOT_ROWS}"):
         metrics = json.loads((work / f"ft_{name}" / "metrics.json").read_text())
         ft[name] = {"accuracy": metrics["best"]["accuracy"], "train_seconds": metrics.get("train_seconds")}
     gain = 100 * (ft["pretrained"]["accuracy"] - ft["random_init"]["accuracy"])
+    few = f"_{FEW_SHOT_ROWS}"
+    gain_few = 100 * (ft["pretrained" + few]["accuracy"] - ft["random_init" + few]["accuracy"])
     shutil.copy2(run / "curves.png", RESULTS / "pretraining_quality_curves.png")
     payload = {
         "machine": machine(),
@@ -178,11 +214,18 @@ def report(work: Path) -> None:
         "seq_len": SEQ_LEN,
         "lr": LR,
         "pretrain_wall_s": wall,
+        "pretrain_segments_s": json.loads((work / "pretrain_wall.json").read_text()).get("segments", [wall]),
         "tokens_per_s_last": train[-1]["tokens_per_s"],
         "instances_seen": train[-1]["step"] * BATCH_SIZE,
         "train_last": train[-1],
         "heldout": heldout,
-        "finetune": {"settings": FT, **ft, "gain_points": gain},
+        "finetune": {
+            "settings": FT,
+            "few_shot_rows": FEW_SHOT_ROWS,
+            **ft,
+            "gain_points": gain,
+            "gain_points_few_shot": gain_few,
+        },
     }
     rows = [
         ["held-out MLM accuracy", f"{heldout['mlm_acc']:.4f}"],
@@ -191,7 +234,12 @@ def report(work: Path) -> None:
         ["SST-2 held-out accuracy, pretrained", f"{ft['pretrained']['accuracy']:.4f}"],
         ["SST-2 held-out accuracy, random init", f"{ft['random_init']['accuracy']:.4f}"],
         ["gain from pretraining", f"{gain:+.1f} points"],
-    ]
+        [f"SST-2 held-out accuracy, {FEW_SHOT_ROWS} training rows, pretrained",
+         f"{ft['pretrained' + few]['accuracy']:.4f}"],
+        [f"SST-2 held-out accuracy, {FEW_SHOT_ROWS} training rows, random init",
+         f"{ft['random_init' + few]['accuracy']:.4f}"],
+        [f"gain from pretraining, {FEW_SHOT_ROWS} training rows", f"{gain_few:+.1f} points"],
+    ]  # fmt: skip
     table = (
         f"Pretraining `mini` for {wall / 60:.1f} min ({payload['steps']} steps x {BATCH_SIZE} x {SEQ_LEN}, "
         f"{run_json['precision']}, {run_json['device']['name']}); held-out = all {heldout['instances']} instances of "
@@ -203,12 +251,13 @@ def report(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["prepare", "pretrain", "finetune", "report"])
+    parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "report"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bertkit-quality"))
     parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     {"prepare": lambda: prepare(args.work), "pretrain": lambda: pretrain(args.work, args.minutes),
+     "extend": lambda: extend(args.work, args.minutes),
      "finetune": lambda: finetune(args.work), "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
     return 0
 
