@@ -52,6 +52,7 @@ import random
 import re
 import shutil
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from model.tokenizer import BertTokenizer, load_tokenizer
+from model.wordpiece_fast import IdsEncoder
 from training.corpus import FORMATS, read_documents
 
 FORMAT_NAME = "bertkit-pretraining-data"
@@ -548,57 +550,84 @@ class _Block:
 
 
 class _BlockReader:
-    """Streams documents from the inputs, tokenizes them in batches, and cuts them into blocks."""
+    """Streams documents from the inputs, tokenizes them in batches, and cuts them into blocks.
+
+    Without a segmenter, batches are tokenized in the worker processes (ids only, through
+    `IdsEncoder`), a few batches ahead of the one being added; results are taken in order, so
+    the blocks are the same whatever the number of workers.
+    """
 
     def __init__(
         self,
         tokenizer: BertTokenizer,
+        encoder: IdsEncoder,
         block_tokens: int,
         segmenter: Callable[[str], list[str]] | None,
         token_dtype: str,
+        pool: ProcessPoolExecutor | None = None,
+        workers: int = 1,
     ):
         self.tokenizer = tokenizer
+        self.encoder = encoder  # the pool's workers hold a copy of it (see _make_pool)
         self.block_tokens = block_tokens
         self.segmenter = segmenter
         self.token_dtype = token_dtype
+        self.pool = pool if segmenter is None else None
         self.batch_sentences = 16384
+        self.in_flight = 2 * workers if self.pool is not None else 0  # batches tokenized ahead
         self.counts = {"documents": 0, "sentences": 0, "corpus_tokens": 0, "empty_sentences": 0}
 
     def blocks(self, documents: Iterator[list[str]]) -> Iterator[_Block]:
         block = self._new_block()
+        queue: deque[tuple[list[list[str]], Future | tuple]] = deque()
+        for docs in self._batches(documents):
+            queue.append((docs, self._tokenize(docs)))
+            while len(queue) > self.in_flight:
+                self._add(block, *queue.popleft())
+                if block.tokens >= self.block_tokens:
+                    yield block
+                    block = self._new_block()
+        while queue:
+            self._add(block, *queue.popleft())
+        if block.doc_sentences:
+            yield block
+
+    def _batches(self, documents: Iterator[list[str]]) -> Iterator[list[list[str]]]:
+        """Documents grouped into batches of at least `batch_sentences` sentences."""
         pending: list[list[str]] = []
         pending_sentences = 0
         for doc in documents:
             pending.append(doc)
             pending_sentences += len(doc)
             if pending_sentences >= self.batch_sentences:
-                self._add(block, pending)
+                yield pending
                 pending, pending_sentences = [], 0
-                if block.tokens >= self.block_tokens:
-                    yield block
-                    block = self._new_block()
-        self._add(block, pending)
-        if block.doc_sentences:
-            yield block
+        if pending:
+            yield pending
 
     def _new_block(self) -> _Block:
         return _Block([], array.array("q"), array.array("q"), [] if self.segmenter is not None else None)
 
-    def _add(self, block: _Block, docs: list[list[str]]) -> None:
-        """Tokenize `docs` and append them to `block`, dropping sentences without tokens."""
-        if not docs:
-            return
+    def _tokenize(self, docs: list[list[str]]) -> Future | tuple:
+        """(ids in the token dtype, lengths, word starts or None) of the sentences of `docs`, or a future of it."""
         sentences = [s for doc in docs for s in doc]
-        backend = self.tokenizer.backend
-        if self.segmenter is None:
-            encodings = backend.encode_batch_fast(sentences, add_special_tokens=False)
-        else:
-            encodings = backend.encode_batch(sentences, add_special_tokens=False)
-        lengths = [len(e) for e in encodings]
-        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=sum(lengths))
-        block.ids.append(ids.astype(self.token_dtype))
+        if self.segmenter is not None:
+            encodings = self.tokenizer.backend.encode_batch(sentences, add_special_tokens=False)
+            lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+            flat = itertools.chain.from_iterable(e.ids for e in encodings)
+            ids = np.fromiter(flat, dtype=np.int64, count=int(lengths.sum()))
+            return ids.astype(self.token_dtype), lengths, self._word_starts(sentences, encodings, ids)
+        if self.pool is not None:
+            return self.pool.submit(_encode_ids, sentences, self.token_dtype)
+        return _encode_ids(sentences, self.token_dtype, self.encoder)
+
+    def _add(self, block: _Block, docs: list[list[str]], job: Future | tuple) -> None:
+        """Append tokenized `docs` to `block`, dropping sentences without tokens."""
+        ids, lengths, word_starts = job.result() if isinstance(job, Future) else job
+        block.ids.append(ids)
         if block.word_starts is not None:
-            block.word_starts.append(self._word_starts(sentences, encodings, ids))
+            block.word_starts.append(word_starts)
+        lengths = lengths.tolist()
         k = 0
         for doc in docs:
             kept = 0
@@ -634,6 +663,20 @@ class _BlockReader:
             starts[k : k + len(flags)] = flags
             k += len(flags)
         return starts
+
+
+_WORKER_ENCODER: IdsEncoder | None = None  # set in each worker process by _make_pool
+
+
+def _set_worker_encoder(encoder: IdsEncoder) -> None:
+    global _WORKER_ENCODER  # noqa: PLW0603 (one encoder, with its cache, per worker process)
+    _WORKER_ENCODER = encoder
+
+
+def _encode_ids(sentences: list[str], token_dtype: str, encoder: IdsEncoder | None = None) -> tuple:
+    """(ids in `token_dtype`, int64 lengths, None): a tokenization job, run in a worker or inline."""
+    ids, lengths = (encoder or _WORKER_ENCODER).encode_batch(sentences)
+    return ids.astype(token_dtype), lengths, None
 
 
 def _write_block(block: _Block, directory: Path, index: int, seed: int, token_dtype: str, part_tokens: int) -> list:
@@ -758,8 +801,9 @@ def build_pretraining_data(
         token_dtype=token_dtype,
     )
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, workers)))
-    pool = _make_pool(workers)
-    reader = _BlockReader(tokenizer, block_tokens, segmenter, token_dtype)
+    encoder = IdsEncoder(tokenizer)
+    pool = _make_pool(workers, encoder)
+    reader = _BlockReader(tokenizer, encoder, block_tokens, segmenter, token_dtype, pool, workers)
     total_bytes = sum(p.stat().st_size for p in inputs)
     read_bar = _bar(progress, total=total_bytes, unit="B", unit_scale=True, desc="tokenizing")
     shard_bar = _bar(progress, total=0, unit="shard", desc="instances", position=1)
@@ -856,12 +900,19 @@ def _documents(inputs: list[Path], fmt: str, text_field: str, on_bytes, log) -> 
             log(f"warning: {path} holds no text; skipped")
 
 
-def _make_pool(workers: int) -> ProcessPoolExecutor | None:
+def _make_pool(workers: int, encoder: IdsEncoder) -> ProcessPoolExecutor | None:
+    """Worker processes that tokenize batches and build shards; each holds its own `encoder`."""
     if workers <= 1:
         return None
-    # fork before the tokenizer starts its threads; the workers only run numpy and Python.
+    # fork before the tokenizer starts its threads (the main process only tokenizes itself
+    # with a Chinese segmenter); with fork the encoder is inherited, with spawn it is pickled.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_set_worker_encoder,
+        initargs=(encoder,),
+    )
 
 
 def _submit(pool: ProcessPoolExecutor | None, task: _Task, plan: _Plan) -> Future | dict:
