@@ -6,9 +6,12 @@ No web framework and no onnxruntime here: callers `submit` sequences and get one
     queue (FIFO, bounded by sequences and tokens)
       -> scheduler thread: drop cancelled / expired entries, sort a window by length, take a
          batch under the token budget (longest x size, padding included) and max_batch_size
-      -> backend thread: backend.run(payloads) -> one output per payload, set on the futures
+      -> backend thread(s): backend.run(payloads) -> one output per payload, set on the futures
 
-The next batch is formed while the current one runs, so the backend never waits on Python.
+The next batch is formed while the current one runs, so the backend never waits on Python. With
+`workers` > 1 several backend threads each run a batch at the same time (the backend must allow
+concurrent `run` calls): on a CPU, two single-threaded runs use two cores with no per-operator
+synchronisation, where one run over two intra-op threads pays a hand-off at every operator.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class BatchingConfig:
     max_queue_requests: int = 4096  # queued sequences before QueueFullError
     max_queue_tokens: int = 1_048_576  # queued (unpadded) tokens before QueueFullError
     overhead_tokens: int = 128  # fixed cost of one batch in tokens of work; larger = fuller, more padded batches
+    workers: int = 1  # backend threads, each running one batch at a time
 
 
 @dataclass
@@ -187,15 +191,21 @@ class Batcher:
         self._queued_tokens = 0
         self._queued_entries = 0  # live entries (cancelled ones leave the count at once)
         self._next: list[Entry] | None = None  # sealed batch waiting for the backend thread
-        self._busy = False
+        self._running = 0  # batches the backend threads are running now
         self._closing = False
         self._stopped = False
         self._seq = itertools.count()
         self._tokens_per_s = 0.0  # moving average of backend throughput, for Retry-After
+        if self.config.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.config.workers}")
         self._scheduler = threading.Thread(target=self._schedule_loop, name=f"batcher-{name}", daemon=True)
-        self._runner = threading.Thread(target=self._run_loop, name=f"backend-{name}", daemon=True)
+        self._runners = [
+            threading.Thread(target=self._run_loop, name=f"backend-{name}-{i}", daemon=True)
+            for i in range(self.config.workers)
+        ]
         self._scheduler.start()
-        self._runner.start()
+        for runner in self._runners:
+            runner.start()
 
     # --- caller side -------------------------------------------------------------------------
 
@@ -245,7 +255,8 @@ class Batcher:
             self._closing = True
             self._cond.notify_all()
         self._scheduler.join(timeout)
-        self._runner.join(timeout)
+        for runner in self._runners:
+            runner.join(timeout)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -268,7 +279,7 @@ class Batcher:
         return True
 
     def _retry_after_locked(self, extra_tokens: int) -> int:
-        rate = self._tokens_per_s
+        rate = self._tokens_per_s * self.config.workers  # per backend thread, all of them busy under load
         if rate <= 0:
             return 1
         return max(1, math.ceil((self._queued_tokens + extra_tokens) / rate))
@@ -309,7 +320,7 @@ class Batcher:
             with self._cond:
                 while True:
                     if self._next is None and self._queued_entries > 0:
-                        if not self._busy or self._queue_fills_batch_locked():
+                        if self._running < cfg.workers or self._queue_fills_batch_locked():
                             break
                         if cfg.max_wait_ms is not None:
                             oldest = next((e for e in self._queue if not e.dropped), None)
@@ -347,13 +358,13 @@ class Batcher:
                 if self._next is None:
                     return
                 batch, self._next = self._next, None
-                self._busy = True
+                self._running += 1
                 self._cond.notify_all()
             try:
                 self._run_batch(batch)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._running -= 1
                     self._cond.notify_all()
 
     def _run_batch(self, batch: list[Entry]) -> None:
@@ -394,7 +405,8 @@ class Batcher:
         padded = padded_cost(lengths)
         if run_seconds > 0:
             rate = padded / run_seconds
-            self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
+            with self._cond:
+                self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
         self.observer.on_batch(
             BatchStats(
                 size=len(live),

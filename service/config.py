@@ -44,11 +44,20 @@ class ServiceSettings(BaseSettings):
         description="Which variant to pick from a multi-variant directory: auto = fp16 on CUDA, int8 on CPU "
         "(then fp32 when the preferred one is missing).",
     )
+    backend_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Batches of one model run at the same time, each on its own thread (one onnxruntime session, "
+        "concurrent runs). On a CPU two single-threaded runs keep two cores busy without the per-operator "
+        "hand-offs of one run split over two threads, and one batch is padded and post-processed while the other "
+        "runs. Default: 2 on CPU, 1 on CUDA.",
+    )
     intra_op_threads: int | None = Field(
         None,
         ge=1,
-        description="onnxruntime intra-op threads per session. More threads cut the latency of one big batch but "
-        "compete with tokenization and the event loop for cores; default = all cores but one.",
+        description="onnxruntime intra-op threads per run. More threads cut the latency of one big batch but "
+        "compete with tokenization and the event loop for cores; default = (all cores but one) / backend_workers, "
+        "at least 1.",
     )
     tokenizer_threads: int = Field(
         2, ge=1, description="Threads that tokenize requests off the event loop (Rust tokenizers release the GIL)."
@@ -127,6 +136,12 @@ class ServiceSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before exit."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's built-in OpenTelemetry instrumentation (spans, metrics and logs sent to the "
+        "OpenTelemetry providers the process configures; FastAPI >= 0.165). Off by default: its check for "
+        "providers costs CPU on every request, and /metrics already serves Prometheus metrics.",
+    )
 
     @field_validator("bundles", "cors_origins", mode="before")
     @classmethod

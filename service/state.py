@@ -16,6 +16,7 @@ from service.engine import Deadline, ModelEngine, Registry
 from service.metrics import Metrics
 
 log = logging.getLogger("service")
+CPU_BACKEND_WORKERS = 2  # default concurrent batches per model on CPU (settings.backend_workers)
 
 
 class BundleRefusedError(RuntimeError):
@@ -32,9 +33,10 @@ class AppState:
     lifespans: int = 0  # servers currently running over this state
     tokenize_pool: ThreadPoolExecutor | None = None
 
-    def batching_config(self) -> BatchingConfig:
+    def batching_config(self, workers: int = 1) -> BatchingConfig:
         s = self.settings
         return BatchingConfig(
+            workers=workers,
             max_batch_tokens=s.max_batch_tokens,
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
@@ -80,8 +82,10 @@ class AppState:
     def _open(self, path: Path, loader) -> ModelEngine:
         s = self.settings
         # One core stays free for the event loop and tokenization: onnxruntime's spinning workers on
-        # every core starve them (on 2 cores, 1 intra-op thread served 1.75x the requests of 2).
-        threads = s.intra_op_threads or max(1, (os.cpu_count() or 2) - 1)
+        # every core starve them (on 2 cores, 1 intra-op thread served 1.75x the requests of 2). The
+        # cores left are split between the backend workers, each running its own batch.
+        cpu_workers = s.backend_workers or CPU_BACKEND_WORKERS
+        threads = s.intra_op_threads or max(1, ((os.cpu_count() or 2) - 1) // cpu_workers)
         try:
             opened = open_model(path, s.provider, s.precision, threads, loader=loader)
         except (OSError, ValueError) as err:
@@ -97,7 +101,8 @@ class AppState:
                 bundle.name, bundle.max_seq_len, s.max_batch_tokens,
             )  # fmt: skip
         backend = OnnxBackend(bundle, opened.device)
-        batcher = Batcher(backend, self.batching_config(), self.metrics.observer(bundle.name), name=bundle.name)
+        workers = s.backend_workers or (1 if opened.device == "cuda" else CPU_BACKEND_WORKERS)
+        batcher = Batcher(backend, self.batching_config(workers), self.metrics.observer(bundle.name), name=bundle.name)
         self.metrics.queue_length.labels(bundle.name).set_function(lambda b=batcher: b.queued[0])
         self.metrics.queue_tokens.labels(bundle.name).set_function(lambda b=batcher: b.queued[1])
         return ModelEngine(bundle, batcher, self.tokenize_pool, self.metrics, opened.device)

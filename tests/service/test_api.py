@@ -331,14 +331,16 @@ def test_client_disconnect_drops_queued_work(client, monkeypatch):
         return messages
 
     async def scenario():
-        blocker = asyncio.create_task(call("first", None))  # occupies the backend
-        await asyncio.sleep(0.2)
+        blockers = []
+        for i in range(engine.batcher.config.workers):  # occupy every backend thread
+            blockers.append(asyncio.create_task(call(f"first {i}", None)))
+            await asyncio.sleep(0.2)
         gone = asyncio.create_task(call("a very long text " * 5, 0.1))  # its client leaves while queued
         await asyncio.sleep(0.4)
         gate.set()
-        return await blocker, await gone
+        return [await b for b in blockers], await gone
 
-    first, gone = asyncio.run(scenario())
-    assert first[0]["status"] == 200 and gone[0]["status"] == 499
+    firsts, gone = asyncio.run(scenario())
+    assert all(first[0]["status"] == 200 for first in firsts) and gone[0]["status"] == 499
     assert dropped._value.get() == before + 1
     assert max(seen) < 10  # the long text never reached the backend

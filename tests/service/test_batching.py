@@ -68,6 +68,23 @@ def test_results_return_to_the_right_caller_in_order(fake_backend_cls):
     batcher.close(2)
 
 
+def test_workers_run_batches_at_the_same_time(fake_backend_cls):
+    gate = threading.Event()
+    backend = fake_backend_cls(gate=gate)
+    batcher = Batcher(backend, BatchingConfig(max_batch_size=1, workers=2))
+    futures = batcher.submit([Item(i, 1) for i in range(3)])
+    deadline = time.monotonic() + 2
+    while len(backend.batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    assert backend.batches == [[0], [1]]  # two batches run at once, the third waits for a free worker
+    gate.set()
+    assert [f.result(2) for f in futures] == [0, 10, 20]
+    batcher.close(2)
+    with pytest.raises(ValueError, match="workers"):
+        Batcher(backend, BatchingConfig(workers=0))
+
+
 def test_batches_form_while_backend_busy_and_are_length_sorted(fake_backend_cls):
     batcher, backend, gate, first = _blocked(fake_backend_cls, max_batch_size=64, max_batch_tokens=1000)
     lengths = [30, 2, 29, 3, 31, 1]
