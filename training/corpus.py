@@ -86,19 +86,41 @@ def open_text(path: str | Path, on_bytes: OnBytes | None = None) -> io.TextIOWra
     return io.TextIOWrapper(stream, encoding="utf-8", newline=None)
 
 
+_READ_SIZE = 1 << 20  # bytes decoded at once; per-line reads of a gzip stream cost far more
+
+
 def _lines(path: Path, on_bytes: OnBytes | None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its line break), with decode errors as ValueError."""
+    """(1-based line number, line without its line break), with decode errors as ValueError.
+
+    Lines end at `\n` only (a lone `\r` stays inside its line); trailing `\r`s are dropped.
+    """
     number = 0
     with open_text(path, on_bytes) as f:
-        stream = f.buffer  # decode line by line so an error names the right line
+        stream = f.buffer
+        rest = b""
         try:
-            for number, raw in enumerate(stream, start=1):  # noqa: B007 (number is used after the loop)
-                try:
-                    yield number, raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as err:
-                    raise ValueError(f"{path}: line {number} is not valid UTF-8 ({err.reason})") from err
+            while True:
+                data = stream.read(_READ_SIZE)
+                if not data:
+                    break
+                data = rest + data
+                cut = data.rfind(b"\n") + 1  # whole lines only; the tail waits for the next read
+                rest = data[cut:]
+                for line in _decode(path, data[:cut], number).split("\n")[:-1]:
+                    number += 1
+                    yield number, line.rstrip("\r\n")
+            if rest:
+                yield number + 1, _decode(path, rest, number).rstrip("\r\n")
         except (OSError, EOFError, zlib.error) as err:
             raise ValueError(f"{path}: the gzip stream is corrupt or truncated after line {number}: {err}") from err
+
+
+def _decode(path: Path, data: bytes, lines_before: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = lines_before + data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from err
 
 
 # --- sentence splitting ----------------------------------------------------------------------

@@ -46,6 +46,7 @@ import array
 import hashlib
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -716,8 +717,11 @@ def _load_segmenter(name: str | None) -> Callable[[str], list[str]] | None:
         raise ValueError(f"unknown Chinese segmenter {name!r}; the supported one is 'jieba'")
     try:
         import jieba  # noqa: PLC0415 (optional dependency)
-    except ModuleNotFoundError as err:
-        raise ValueError("--chinese-segmenter jieba needs the jieba package: pip install jieba") from err
+    except ImportError as err:
+        raise ValueError(
+            "--chinese-segmenter jieba needs the jieba package: pip install jieba (or pip install 'bertkit[chinese]')"
+        ) from err
+    jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict ..." lines on stderr
     return lambda text: list(jieba.cut(text))
 
 
@@ -741,7 +745,7 @@ def build_pretraining_data(
     text_field: str = "text",
     chinese_segmenter: str | None = None,
     block_tokens: int = 20_000_000,
-    part_tokens: int = 2_000_000,
+    part_tokens: int = 1_000_000,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
@@ -757,6 +761,8 @@ def build_pretraining_data(
         dupe_factor = 1 if dynamic_masking else 10
     _check_settings(inputs, max_seq_len, max_predictions, dupe_factor, short_seq_prob, workers, input_format)
     _check_settings_sizes(block_tokens, part_tokens)
+    if chinese_segmenter is not None and not whole_word_mask:
+        raise ValueError("--chinese-segmenter only changes whole-word masking; add --whole-word-mask")
     tokenizer = load_tokenizer(tokenizer_dir)
     segmenter = _load_segmenter(chinese_segmenter)
     vocab_size = tokenizer.vocab_size
@@ -907,12 +913,14 @@ def _make_pool(workers: int, encoder: IdsEncoder) -> ProcessPoolExecutor | None:
     # fork before the tokenizer starts its threads (the main process only tokenizes itself
     # with a Chinese segmenter); with fork the encoder is inherited, with spawn it is pickled.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=_set_worker_encoder,
         initargs=(encoder,),
     )
+    pool.submit(int).result()  # start the processes now, before any tokenizer thread runs
+    return pool
 
 
 def _submit(pool: ProcessPoolExecutor | None, task: _Task, plan: _Plan) -> Future | dict:

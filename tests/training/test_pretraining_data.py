@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model.tokenizer import load_tokenizer
+from model.tokenizer import SPECIAL_TOKENS, BertTokenizer, load_tokenizer
 from tests.training import data_testkit
 from tests.training.data_testkit import make_corpus
 from training.pretraining_data import (
@@ -306,3 +307,102 @@ def test_mask_batch_counts_and_caps():
     _, labels = mask_batch(ids, lengths, candidates, None, keys, max_predictions=20, vocab_size=50, mask_id=4)
     assert (labels != IGNORE_INDEX).sum(1).tolist() == [1, 2, 6, 20]
     assert not (labels[~candidates] != IGNORE_INDEX).any()
+
+
+# --- Chinese whole-word masking with jieba ---------------------------------------------------------
+
+# Two- and three-character words whose characters appear in no other word, so a token's word is
+# known from its character; jieba keeps each of them whole (checked below).
+CHINESE_WORDS = ["葡萄", "咖啡", "沙发", "玻璃", "蝴蝶", "蜻蜓", "琵琶", "鹦鹉", "骆驼", "蚂蚁", "蝙蝠", "乒乓",
+                 "巧克力", "马拉松", "蜘蛛", "垃圾", "尴尬", "忐忑"]  # fmt: skip
+
+
+@pytest.fixture
+def chinese_corpus(tmp_path) -> tuple[Path, Path]:
+    """(corpus file, tokenizer dir): documents of sentences made of CHINESE_WORDS and a few English words."""
+    rng = random.Random(5)
+    lines = []
+    for _ in range(70):
+        for _ in range(rng.randint(2, 8)):
+            words = [rng.choice(CHINESE_WORDS) for _ in range(rng.randint(2, 9))]
+            if rng.random() < 0.3:
+                words.insert(rng.randrange(len(words)), f" {rng.choice(data_testkit.MULTI_PIECE)} ")
+            lines.append("".join(words) + "。")
+        lines.append("")
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    chars = sorted({c for w in CHINESE_WORDS for c in w})
+    tokens = [*SPECIAL_TOKENS, "。", *chars, *data_testkit.WORDS, *data_testkit.PIECES]
+    tokens += [c for c in "abcdefghijklmnopqrstuvwxyz"] + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    tok_dir = tmp_path / "zh-tokenizer"
+    BertTokenizer.from_vocab({t: i for i, t in enumerate(dict.fromkeys(tokens))}).save(tok_dir)
+    return corpus, tok_dir
+
+
+def split_words(data, tok_dir: Path) -> tuple[int, int]:
+    """(word occurrences whose tokens are partly masked, occurrences of 2+ tokens fully masked).
+
+    A word occurrence is a run of tokens: the characters of one CHINESE_WORDS entry in order, or
+    an English word and its `##` pieces; special tokens end a run (truncation may cut a word).
+    """
+    tok = load_tokenizer(tok_dir)
+    char_of_word = {c: (w, j) for w in CHINESE_WORDS for j, c in enumerate(w)}
+    assert len(char_of_word) == sum(map(len, CHINESE_WORDS))  # every character in one word only
+    batch = all_instances(data)
+    ids, predicted = originals(batch), batch["mlm_labels"] != IGNORE_INDEX
+    split = whole = 0
+    for i in range(len(ids)):
+        n = int(batch["attention_mask"][i].sum())
+        tokens = [tok.id_to_token(int(t)) for t in ids[i, :n]]
+        groups: list[list[int]] = []
+        for t, token in enumerate(tokens):
+            prev = tokens[t - 1] if t else "[CLS]"
+            if token in ("[CLS]", "[SEP]"):
+                continue
+            if token in char_of_word:
+                word, j = char_of_word[token]
+                continues = j > 0 and char_of_word.get(prev) == (word, j - 1)
+            else:
+                continues = token.startswith("##") and prev not in ("[CLS]", "[SEP]")
+            if continues:
+                groups[-1].append(t)
+            else:
+                groups.append([t])
+        for group in groups:
+            masked = predicted[i, group]
+            split += int(masked.any() and not masked.all())
+            whole += int(len(group) > 1 and masked.all())
+    return split, whole
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_whole_word_mask_with_jieba_never_splits_a_chinese_word(tmp_path, chinese_corpus, dynamic):
+    jieba = pytest.importorskip("jieba")
+    corpus, tok_dir = chinese_corpus
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        words = [w for w in jieba.cut(line.replace(" ", "")) if w not in "。"]
+        assert all(w in CHINESE_WORDS or w.isascii() for w in words), words  # jieba keeps our words whole
+    settings = {"dynamic_masking": True} if dynamic else {"dupe_factor": 2}
+    build(corpus, tok_dir, tmp_path / "jieba", whole_word_mask=True, chinese_segmenter="jieba", **settings)
+    split, whole = split_words(open_pretraining_data(tmp_path / "jieba"), tok_dir)
+    assert split == 0 and whole > 30
+    # The check has teeth: without the segmenter every Chinese character is a word of its own.
+    build(corpus, tok_dir, tmp_path / "chars", whole_word_mask=True, **settings)
+    split, _ = split_words(open_pretraining_data(tmp_path / "chars"), tok_dir)
+    assert split > 10
+
+
+def test_chinese_segmenter_errors_are_one_line(tmp_path, corpus_file, tiny_tokenizer_dir, monkeypatch, capsys):
+    from training.pretraining_data_cli import main
+
+    argv = ["pretraining", "--input", str(corpus_file), "--tokenizer", str(tiny_tokenizer_dir), "--no-progress"]
+    monkeypatch.setitem(sys.modules, "jieba", None)  # as if jieba were not installed
+    code = main([*argv, "--out", str(tmp_path / "a"), "--whole-word-mask", "--chinese-segmenter", "jieba"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install jieba" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    code = main([*argv, "--out", str(tmp_path / "b"), "--chinese-segmenter", "jieba"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--whole-word-mask" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line
+        main([*argv, "--out", str(tmp_path / "c"), "--whole-word-mask", "--chinese-segmenter", "thulac"])
+    assert exit_info.value.code == 2 and "invalid choice: 'thulac'" in capsys.readouterr().err
