@@ -121,6 +121,17 @@ def model_flops(config: dict, length: int) -> float:
     return layers * per_layer + 2 * h * h  # + pooler
 
 
+def server_defaults() -> dict:
+    """What our server runs with on this CPU when no BERTKIT_* knob is set (see service/state.py)."""
+    from service.state import CPU_BACKEND_WORKERS, CPU_OVERHEAD_TOKENS, default_intra_op_threads
+
+    return {
+        "backend_workers": CPU_BACKEND_WORKERS,
+        "intra_op_threads": default_intra_op_threads(CPU_BACKEND_WORKERS),
+        "batch_overhead_tokens": CPU_OVERHEAD_TOKENS,
+    }
+
+
 # --- servers ---------------------------------------------------------------------------------------
 
 
@@ -288,12 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             row["server_padding_ratio"] if row["server_padding_ratio"] is not None else "-",
             f"{row['delivered_gflops_per_s']:.1f}", f"{100 * row['share_of_int8_peak']:.1f}%",
         ])  # fmt: skip
+    server = server_defaults()
     command = "flock /tmp/bertkit-heavy.lock python benchmarks/service_vs_pipeline.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     payload = {"command": command, "model": model_note, "bundle": str(bundle), "machine": machine(),
                "concurrency": args.concurrency, "repeats": args.repeats, "duration_s": args.duration,
-               "int8_matmul_peak": peak, "results": rows, "runs": runs}  # fmt: skip
+               "int8_matmul_peak": peak, "server_settings": server, "results": rows, "runs": runs}  # fmt: skip
     md = (
         "# Service vs transformers pipeline (SST-2 classification)\n\n"
         f"Command: `{command.strip()}`\n\n"
@@ -302,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         f"HTTP/1.1 client) over loopback, {args.duration:.0f} s per "
         f"run, medians of {args.repeats} interleaved runs. Machine: {machine()['cpu_count']} CPU cores shared by the "
         f"servers and the load generator. int8 matmul peak (onnxruntime MatMulInteger, same run): "
-        f"{peak['ops_per_s'] / 1e9:.1f} GOP/s.\n\n"
+        f"{peak['ops_per_s'] / 1e9:.1f} GOP/s. Our server: `uvicorn service.main:app` with default settings "
+        f"(CPU: {server['backend_workers']} backend workers x {server['intra_op_threads']} intra-op thread(s), "
+        f"batch_overhead_tokens {server['batch_overhead_tokens']}, max_batch_size 64 or 1).\n\n"
         + markdown_table(
             [
                 "config",

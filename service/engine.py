@@ -85,6 +85,7 @@ class ModelEngine:
         self.device = device
         self._pool = tokenize_pool
         self._metrics = metrics
+        self._tokenize_seconds = metrics.tokenize_seconds.labels(self.name)  # the labelled child, looked up once
         self._tokenizers = _ThreadTokenizers(bundle.tokenizer)
         self.tokenizer: BertTokenizer = bundle.tokenizer  # for read-only lookups (ids, vocab)
 
@@ -105,7 +106,7 @@ class ModelEngine:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         finally:
-            self._metrics.tokenize_seconds.labels(self.name).observe(time.perf_counter() - start)
+            self._tokenize_seconds.observe(time.perf_counter() - start)
 
     async def infer(self, inputs: list[ModelInput], deadline: Deadline) -> list[dict[str, np.ndarray]]:
         """Queue sequences through the batcher and wait for all of them, in order."""
@@ -121,15 +122,19 @@ class ModelEngine:
             raise PayloadTooLargeError(str(err)) from None
         except BatcherClosedError as err:
             raise UnavailableError(str(err)) from None
-        gathered = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        if len(futures) == 1:  # the common case: no gather around one future
+            waiter = asyncio.wrap_future(futures[0])
+        else:
+            waiter = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         try:
-            return list(await asyncio.wait_for(gathered, deadline.remaining()))
+            outputs = await asyncio.wait_for(waiter, deadline.remaining())
+            return [outputs] if len(futures) == 1 else list(outputs)
         except (TimeoutError, DeadlineExceededError):
             raise DeadlineError("the request's deadline passed before the model answered") from None
         finally:
             for f in futures:  # a timed-out or cancelled request frees its queue slots at once
                 f.cancel()
-            gathered.add_done_callback(lambda g: g.cancelled() or g.exception())  # mark the outcome as seen
+            waiter.add_done_callback(lambda g: g.cancelled() or g.exception())  # mark the outcome as seen
 
     def _check_length(self, field: str, length: int, truncate_hint: bool) -> None:
         if length > self.max_seq_len:
