@@ -106,7 +106,7 @@ def ours(config, device, precision: str):
     from training.pretrain import optimizer_step
 
     model = build_model(config, "pretraining").to(device).train()
-    optimizer = build_optimizer(model, lr=1e-4, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, lr=1e-4, fused=True)
     scheduler = build_scheduler(optimizer, 0, 10**9)
     scaler = grad_scaler(device.type, precision)
     keys = ("input_ids", "token_type_ids", "attention_mask", "mlm_positions", "mlm_targets", "nsp_labels")

@@ -384,7 +384,7 @@ def train(settings: PretrainSettings) -> int:
             model = build_pretraining_model(settings, int(data.manifest["vocab_size"]), data.max_seq_len)
         model.to(device).train()
         raw_model = model
-        optimizer = build_optimizer(model, settings.lr, settings.weight_decay, fused=kind == "cuda")
+        optimizer = build_optimizer(model, settings.lr, settings.weight_decay, fused=kind in ("cpu", "cuda"))
         warmup = int(settings.warmup * settings.max_steps) if settings.warmup < 1 else int(settings.warmup)
         scheduler = build_scheduler(optimizer, warmup, settings.max_steps)
         scaler = grad_scaler(kind, precision)
