@@ -42,7 +42,7 @@ _CACHE_LIMIT = 1_000_000  # entries per cache; cleared when full, so memory stay
 class _Cache(dict):
     """A dict that computes a missing value with `compute` and keeps it (cleared when `limit` is reached)."""
 
-    def __init__(self, compute, limit: int | None = _CACHE_LIMIT):
+    def __init__(self, compute, limit: int | None):
         super().__init__()
         self.compute = compute
         self.limit = limit
@@ -69,8 +69,10 @@ class AsciiWordPiece:
         unk_id: int,
         max_input_chars_per_word: int = 100,
         continuing_prefix: str = "##",
+        cache_limit: int | None = None,
     ):
         self.vocab = vocab
+        self.cache_limit = cache_limit or _CACHE_LIMIT
         self.unk = (unk_id,)
         self.max_chars = max_input_chars_per_word
         self.prefix = continuing_prefix
@@ -80,7 +82,7 @@ class AsciiWordPiece:
             table[ord("A") : ord("Z") + 1] = bytes(range(ord("a"), ord("z") + 1))
         self.table = bytes(table)
         self.split_punctuation = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]").findall
-        self.words = _Cache(self._wordpiece)
+        self.words = _Cache(self._wordpiece, self.cache_limit)
         self._reset_chunks()
 
     def _reset_chunks(self) -> None:
@@ -94,7 +96,7 @@ class AsciiWordPiece:
         """(flat int64 ids, int64 token count per text); every text must be ASCII."""
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        if len(self.chunks) >= _CACHE_LIMIT:  # only between batches: numbers stay valid within one
+        if len(self.chunks) >= self.cache_limit:  # only between batches: numbers stay valid within one
             self._reset_chunks()
         # One bytes pass for the whole batch: delete controls, lowercase, split on whitespace.
         joined = (b" " + _SEPARATOR + b" ").join(t.encode("ascii") for t in texts) + b" " + _SEPARATOR
