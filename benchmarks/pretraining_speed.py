@@ -164,6 +164,12 @@ def main() -> int:
     parser.add_argument("--masked", type=int, default=20, help="masked positions per sequence")
     parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=list(DTYPES))
     parser.add_argument("--steps", type=int, default=3, help="timed steps per trainer per round")
+    parser.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=None,
+        help="timed baseline steps per round (default: --steps; fewer keeps slow bf16 baselines short)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of ours / baseline")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per trainer")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -176,7 +182,7 @@ def main() -> int:
     config = BertConfig.preset(args.config, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
     generator = torch.Generator().manual_seed(0)
     batches = [make_batch(args.vocab_size, args.batch_size, args.seq_len, args.masked, device, generator)
-               for _ in range(args.warmup + args.steps)]  # fmt: skip
+               for _ in range(args.warmup + max(args.steps, args.baseline_steps or 0))]  # fmt: skip
     flops = model_flops_per_step(config, args.batch_size, args.seq_len, args.batch_size * args.masked)
     tokens = args.batch_size * args.seq_len
     results, rows = [], []
@@ -188,9 +194,10 @@ def main() -> int:
         for step in trainers.values():
             time_steps(step, batches[: args.warmup], device)
         times: dict[str, list[float]] = {name: [] for name in trainers}
+        counts = {"ours": args.steps, "transformers": args.baseline_steps or args.steps}
         for _ in range(args.rounds):
             for name, step in trainers.items():
-                times[name] += time_steps(step, batches[args.warmup :], device)
+                times[name] += time_steps(step, batches[args.warmup : args.warmup + counts[name]], device)
                 print(f"  {precision} {name}: {[round(t, 3) for t in times[name]]} s/step", flush=True)
         step_s = {name: median(t) for name, t in times.items()}
         entry = {
@@ -225,7 +232,8 @@ def main() -> int:
         f"`{command}` on {args.device} ({torch.get_num_threads()} threads): `{args.config}` "
         f"(L{config.num_hidden_layers}/H{config.hidden_size}), vocab {args.vocab_size}, batch {args.batch_size} x "
         f"{args.seq_len} tokens, {args.masked} masked positions per sequence; median of {args.steps * args.rounds} "
-        f"timed optimizer steps per trainer after {args.warmup} warm-up step(s). Model FLOPs/step: {flops / 1e9:.1f} G "
+        f"timed optimizer steps for ours and {(args.baseline_steps or args.steps) * args.rounds} for transformers, "
+        f"after {args.warmup} warm-up step(s). Model FLOPs/step: {flops / 1e9:.1f} G "
         "(MLM head at masked positions only). Utilisation = model FLOP/s / the matmul peak of that dtype measured "
         "in this run.\n\n"
     )
