@@ -171,7 +171,7 @@ def select_batch(entries: list[Entry], max_tokens: int, max_size: int, overhead_
 
 
 class Batcher:
-    """One queue and one backend thread per model."""
+    """One queue, one scheduler thread and `config.workers` backend threads per model."""
 
     def __init__(
         self,
