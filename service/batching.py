@@ -1,14 +1,15 @@
-"""Token-budget dynamic batcher: a bounded queue, a scheduler thread and a backend thread.
+"""Token-budget dynamic batcher: a bounded queue, a scheduler thread and backend threads.
 
 No web framework and no onnxruntime here: callers `submit` sequences and get one
 `concurrent.futures.Future` per sequence; a backend is anything with `run(batch) -> outputs`.
 
     queue (FIFO, bounded by sequences and tokens)
-      -> scheduler thread: drop cancelled / expired entries, sort a window by length, take a
-         batch under the token budget (longest x size, padding included) and max_batch_size
+      -> drop cancelled / expired entries, sort a window by length, take a batch under the
+         token budget (longest x size, padding included) and max_batch_size
       -> backend thread(s): backend.run(payloads) -> one output per payload, set on the futures
 
-The next batch is formed while the current one runs, so the backend never waits on Python. With
+An idle backend thread takes its batch from the queue itself; while every backend thread is
+busy, a scheduler thread seals the next batch so it is ready the moment one frees. With
 `workers` > 1 several backend threads each run a batch at the same time (the backend must allow
 concurrent `run` calls): on a CPU, two single-threaded runs use two cores with no per-operator
 synchronisation, where one run over two intra-op threads pays a hand-off at every operator.
@@ -312,7 +313,7 @@ class Batcher:
         lengths = [e.length for e in itertools.islice(self._queue, cfg.sort_window) if not e.dropped]
         return padded_cost(lengths) >= cfg.max_batch_tokens
 
-    # --- scheduler thread: forms the next batch while the backend runs the current one --------
+    # --- scheduler thread: seals the next batch while every backend thread is busy -------------
 
     def _schedule_loop(self) -> None:
         cfg = self.config
@@ -336,28 +337,44 @@ class Batcher:
                         self._cond.notify_all()
                         return
                     self._cond.wait()
-                self._prune_locked(self._clock())
-                window = list(itertools.islice(self._queue, cfg.sort_window))
-                batch = select_batch(window, cfg.max_batch_tokens, cfg.max_batch_size, cfg.overhead_tokens)
-                if not batch:
-                    continue
-                chosen = {id(e) for e in batch}
-                self._queue = deque(e for e in self._queue if id(e) not in chosen)
-                for entry in batch:
-                    self._release_locked(entry)
-                self._next = batch
-                self._cond.notify_all()
+                batch = self._take_batch_locked()
+                if batch:
+                    self._next = batch
+                    self._cond.notify_all()
 
-    # --- backend thread ------------------------------------------------------------------------
+    def _take_batch_locked(self) -> list[Entry] | None:
+        """Drop dead entries, then take the next batch out of the queue (None when nothing is left)."""
+        cfg = self.config
+        self._prune_locked(self._clock())
+        window = list(itertools.islice(self._queue, cfg.sort_window))
+        batch = select_batch(window, cfg.max_batch_tokens, cfg.max_batch_size, cfg.overhead_tokens)
+        if not batch:
+            return None
+        chosen = {id(e) for e in batch}
+        self._queue = deque(e for e in self._queue if id(e) not in chosen)
+        for entry in batch:
+            self._release_locked(entry)
+        return batch
+
+    # --- backend threads -----------------------------------------------------------------------
 
     def _run_loop(self) -> None:
         while True:
             with self._cond:
-                while self._next is None and not self._stopped:
+                while True:
+                    if self._next is not None:  # sealed by the scheduler while every worker was busy
+                        batch, self._next = self._next, None
+                        break
+                    if self._queued_entries > 0:
+                        # An idle worker forms its own batch: no wait for the scheduler thread to be
+                        # woken (a thread hand-off that costs a whole time slice on a busy machine).
+                        batch = self._take_batch_locked()
+                        if batch:
+                            break
+                        continue
+                    if self._stopped:
+                        return
                     self._cond.wait()
-                if self._next is None:
-                    return
-                batch, self._next = self._next, None
                 self._running += 1
                 self._cond.notify_all()
             try:
