@@ -237,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             lengths[sentence] = min(len(tokenizer.encode(sentence)), 128)
         return model_flops(config, lengths[sentence])
 
-    peak = int8_matmul_peak(None)
-    print(f"int8 matmul peak: {peak['ops_per_s'] / 1e9:.1f} GOP/s", flush=True)
+    peak = {"ops_per_s": 0.0}
 
     base_env = dict(os.environ, BERTKIT_BUNDLES=str(bundle), BERTKIT_LOG_LEVEL="warning")
     configs = {}
@@ -257,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     for repeat in range(args.repeats):  # interleaved, so drift on a shared machine hits every configuration
+        # The peak is measured before every repeat and the best kept: other jobs on a shared machine
+        # can only lower a measurement, and a peak is the best rate the CPU can reach.
+        measured = int8_matmul_peak(None)
+        print(f"int8 matmul peak (repeat {repeat}): {measured['ops_per_s'] / 1e9:.1f} GOP/s", flush=True)
+        peak = max(peak, measured, key=lambda p: p["ops_per_s"])
         for name, make in configs.items():
             port = free_port()
             cmd, env, ready_path = make(port)
@@ -313,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(real length distribution), {args.concurrency} concurrent keep-alive clients (benchmarks/load.py, raw "
         f"HTTP/1.1 client) over loopback, {args.duration:.0f} s per "
         f"run, medians of {args.repeats} interleaved runs. Machine: {machine()['cpu_count']} CPU cores shared by the "
-        f"servers and the load generator. int8 matmul peak (onnxruntime MatMulInteger, same run): "
+        f"servers and the load generator. int8 matmul peak (onnxruntime MatMulInteger, best of one measurement per "
+        f"repeat, same run): "
         f"{peak['ops_per_s'] / 1e9:.1f} GOP/s. Our server: `uvicorn service.main:app` with default settings "
         f"(CPU: {server['backend_workers']} backend workers x {server['intra_op_threads']} intra-op thread(s), "
         f"batch_overhead_tokens {server['batch_overhead_tokens']}, max_batch_size 64 or 1).\n\n"
