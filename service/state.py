@@ -25,7 +25,9 @@ CUDA_OVERHEAD_TOKENS = 128
 
 
 def default_intra_op_threads(workers: int) -> int:
-    """All cores but one (left to the event loop and tokenization), split between the backend workers."""
+    """All cores but one (left to the event loop and tokenization), split between the backend workers,
+    at least one each: on 2 cores two single-threaded runs share the cores with the event loop (a
+    single-threaded run has no spinning pool threads, so the loop still gets its turn)."""
     return max(1, ((os.cpu_count() or 2) - 1) // workers)
 
 
