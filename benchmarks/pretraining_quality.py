@@ -49,6 +49,7 @@ LR = 1e-3
 FT = {"epochs": 1, "lr": 1e-4, "batch_size": 32, "max_seq_len": 64, "train_rows": 24000}
 # A low-resource arm as well: the first rows of the same training file (pretraining matters most there).
 FEW_SHOT_ROWS = 2000
+FEW_SHOT_EPOCHS = 5  # 315 optimizer steps; one epoch of 2,000 rows (63 steps) leaves both arms at the majority class
 
 
 def bert(*args: str) -> None:
@@ -174,15 +175,16 @@ def finetune(work: Path) -> None:
         for f in (work / "tok").iterdir():
             shutil.copy2(f, random_init / f.name)
     split_sst2(work / "sst2")
-    arms = [(f"ft_{name}{suffix}", model_dir, train)
-            for suffix, train in (("", "train.tsv"), (f"_{FEW_SHOT_ROWS}", f"train_{FEW_SHOT_ROWS}.tsv"))
+    arms = [(f"ft_{name}{suffix}", model_dir, train, epochs)
+            for suffix, train, epochs in (("", "train.tsv", FT["epochs"]),
+                                          (f"_{FEW_SHOT_ROWS}", f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS))
             for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init))]  # fmt: skip
-    for name, model_dir, train in arms:
+    for name, model_dir, train, epochs in arms:
         out = work / name
         if (out / "metrics.json").exists():
             continue
         bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / train),
-             "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(FT["epochs"]),
+             "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(epochs),
              "--lr", str(FT["lr"]), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
              "--seed", "0", "--threads", "2")  # fmt: skip
 
