@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -60,8 +61,8 @@ CONFIGS = {
         "epochs": 1,
         "batch_size": 16,
         "lr": 1e-4,
-        "max_seq_len": 256,
-        "doc_stride": 64,
+        "max_seq_len": 384,
+        "doc_stride": 128,
         "max_query_len": 64,
         "train_limit": None,
         "eval_limit": 6,
@@ -171,12 +172,14 @@ def run_ours(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Pat
         **COMMON,
         **extra,
     )
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     record = finetune(settings)
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
         "cpu_seconds": time.process_time() - cpu,
+        "load_before_after": [load, os.getloadavg()[0]],
+        "train_seconds": record["history"][-1]["train_seconds"],
         "metrics": _headline(record["best"]),
         "out": str(out),
     }
@@ -230,12 +233,14 @@ def run_hf(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Path,
     from transformers import AutoTokenizer
 
     transformers.logging.set_verbosity_error()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     metrics = HF_RUNS[name](cfg, model_dir, tokenizer, train, evaluation, work)
     return {
         "seconds": time.perf_counter() - start,
         "cpu_seconds": time.process_time() - cpu,
+        "load_before_after": [load, os.getloadavg()[0]],
+        "train_seconds": metrics["train_seconds"],
         "metrics": _headline(metrics),
     }
 
@@ -259,10 +264,11 @@ def hf_sst2(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=len(labels))
     trainer = _trainer(model, cfg, encode(train_examples), default_data_collator, work)
-    trainer.train()
+    train_seconds = float(trainer.train().metrics["train_runtime"])
     eval_rows = encode(eval_examples)
     logits = trainer.predict(ListDataset(eval_rows)).predictions
-    return classification_metrics([r["labels"] for r in eval_rows], logits.argmax(-1), labels)
+    metrics = classification_metrics([r["labels"] for r in eval_rows], logits.argmax(-1), labels)
+    return metrics | {"train_seconds": train_seconds}
 
 
 def hf_conll(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
@@ -294,7 +300,7 @@ def hf_conll(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
     collator = DataCollatorForTokenClassification(tokenizer)
     train_rows = [{k: v for k, v in r.items() if k != "_word_ids"} for r in encode(train_sents)]
     trainer = _trainer(model, cfg, train_rows, collator, work)
-    trainer.train()
+    train_seconds = float(trainer.train().metrics["train_runtime"])
     eval_rows = encode(eval_sents)
     logits = trainer.predict(ListDataset([{k: v for k, v in r.items() if k != "_word_ids"} for r in eval_rows]))
     predicted_ids = logits.predictions.argmax(-1)  # (N, T)
@@ -306,7 +312,7 @@ def hf_conll(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
                 tags[w] = labels[ids[position]]
             previous = w
         predicted.append(tags)
-    return entity_metrics([s.tags for s in eval_sents], predicted)
+    return entity_metrics([s.tags for s in eval_sents], predicted) | {"train_seconds": train_seconds}
 
 
 def hf_squad(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
@@ -346,7 +352,7 @@ def hf_squad(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
 
     model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
     trainer = _trainer(model, cfg, encode(train_examples, True), default_data_collator, work)
-    trainer.train()
+    train_seconds = float(trainer.train().metrics["train_runtime"])
     eval_rows = encode(eval_examples, False)
     out = trainer.predict(ListDataset([{k: v for k, v in r.items() if k != "_meta"} for r in eval_rows]))
     start_logits, end_logits = out.predictions
@@ -364,7 +370,7 @@ def hf_squad(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
             example.context,
         )
         answers[example.id] = result.answer
-    return squad_metrics(answers, {e.id: e.answers for e in eval_examples})
+    return squad_metrics(answers, {e.id: e.answers for e in eval_examples}) | {"train_seconds": train_seconds}
 
 
 HF_RUNS = {"sst2": hf_sst2, "conll": hf_conll, "squad": hf_squad}
@@ -386,6 +392,19 @@ def _cpu_ratio(r: dict) -> str:
     return f"{r['ours']['cpu_seconds'] / r['hf']['cpu_seconds']:.2f}x"
 
 
+def _load(side: dict) -> str:
+    load = side.get("load_before_after")
+    return f"{load[0]:.1f}->{load[1]:.1f}" if load else "n/a"
+
+
+def _train_loop(r: dict) -> str:
+    """Seconds of the training loop alone (no tokenization, model load or evaluation) on each side."""
+    if "train_seconds" not in r["ours"] or "train_seconds" not in r["hf"]:
+        return "n/a"
+    ours, ref = r["ours"]["train_seconds"], r["hf"]["train_seconds"]
+    return f"{ours:.0f} / {ref:.0f} ({ours / ref:.2f}x)"
+
+
 def write_report(results: dict, results_dir: Path) -> None:
     rows = []
     done = {name: r for name, r in results["tasks"].items() if "ours" in r and "hf" in r}
@@ -403,6 +422,7 @@ def write_report(results: dict, results_dir: Path) -> None:
                 f"{r['hf']['seconds']:.0f}",
                 f"{r['ours']['seconds'] / r['hf']['seconds']:.2f}x",
                 _cpu_ratio(r),
+                _train_loop(r),
                 r["data"],
             ]
         )
@@ -416,6 +436,7 @@ def write_report(results: dict, results_dir: Path) -> None:
         "Trainer s",
         "wall ratio",
         "CPU-time ratio",
+        "train loop s (ratio)",
         "data",
     ]
     lines = [
@@ -434,7 +455,11 @@ def write_report(results: dict, results_dir: Path) -> None:
         "Hyper-parameters (both sides): "
         + "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()) for name, r in done.items()),
         "",
-        "Trainer side as in the HF example scripts: run_glue/run_qa pad to max_seq_len, run_ner pads per batch.",
+        "Trainer side as in the HF example scripts: run_glue/run_qa pad to max_seq_len, run_ner pads per batch;",
+        "Trainer defaults otherwise (fused AdamW, no group_by_length). bertkit groups batches by length",
+        "(`--group-by-length`, its default) and runs the encoder's linear layers on real tokens only.",
+        "Load average (1 min) before/after each side, from the JSON: "
+        + "; ".join(f"{name}: ours {_load(r['ours'])}, Trainer {_load(r['hf'])}" for name, r in done.items()),
         f"Machine: {results['machine']}",
         "",
     ]
