@@ -112,7 +112,7 @@ def test_exact_resume_after_sigkill(data, tmp_path):
         """
     )
     argv = args(train_dir, killed, config, max_steps=2 * n, save_every=n)
-    proc = subprocess.run([sys.executable, "-c", script, *argv], env=child_env(), capture_output=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script, *argv], env=child_env(), capture_output=True, timeout=600)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert checkpointing.latest_checkpoint(killed / "checkpoints").name == checkpointing.step_dir_name(n)
     assert max(losses(killed)) == n + 2
