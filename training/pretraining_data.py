@@ -558,6 +558,8 @@ class _BlockReader:
     the blocks are the same whatever the number of workers.
     """
 
+    batch_sentences = 16384  # sentences per tokenization job
+
     def __init__(
         self,
         tokenizer: BertTokenizer,
@@ -574,24 +576,27 @@ class _BlockReader:
         self.segmenter = segmenter
         self.token_dtype = token_dtype
         self.pool = pool if segmenter is None else None
-        self.batch_sentences = 16384
         self.in_flight = 2 * workers if self.pool is not None else 0  # batches tokenized ahead
         self.counts = {"documents": 0, "sentences": 0, "corpus_tokens": 0, "empty_sentences": 0}
 
     def blocks(self, documents: Iterator[list[str]]) -> Iterator[_Block]:
         block = self._new_block()
+        for docs, job in self._tokenized(documents):
+            self._add(block, docs, job)
+            if block.tokens >= self.block_tokens:
+                yield block
+                block = self._new_block()
+        if block.doc_sentences:
+            yield block
+
+    def _tokenized(self, documents: Iterator[list[str]]) -> Iterator[tuple[list[list[str]], Future | tuple]]:
+        """(documents, their tokenization job) in order, each job started `in_flight` batches ahead."""
         queue: deque[tuple[list[list[str]], Future | tuple]] = deque()
         for docs in self._batches(documents):
             queue.append((docs, self._tokenize(docs)))
-            while len(queue) > self.in_flight:
-                self._add(block, *queue.popleft())
-                if block.tokens >= self.block_tokens:
-                    yield block
-                    block = self._new_block()
-        while queue:
-            self._add(block, *queue.popleft())
-        if block.doc_sentences:
-            yield block
+            if len(queue) > self.in_flight:
+                yield queue.popleft()
+        yield from queue
 
     def _batches(self, documents: Iterator[list[str]]) -> Iterator[list[list[str]]]:
         """Documents grouped into batches of at least `batch_sentences` sentences."""

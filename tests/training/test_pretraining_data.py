@@ -14,6 +14,7 @@ from tests.training import data_testkit
 from tests.training.data_testkit import make_corpus
 from training.pretraining_data import (
     IGNORE_INDEX,
+    _BlockReader,
     _create_pairs,
     _Plan,
     _truncate_pair,
@@ -121,6 +122,20 @@ def test_same_seed_gives_byte_identical_output_whatever_the_workers(tmp_path, co
     a = (tmp_path / "one" / one["shards"][0]["name"] / "input_ids.npy").read_bytes()
     b = (tmp_path / "other" / other["shards"][0]["name"] / "input_ids.npy").read_bytes()
     assert a != b
+
+
+def test_blocks_are_cut_the_same_whatever_the_workers(tmp_path, corpus_file, tiny_tokenizer_dir, monkeypatch):
+    """Many small tokenization batches and small blocks: the batches still in flight at the end of the
+    corpus are cut into blocks like all the others (they once all went into the last block with workers)."""
+    monkeypatch.setattr(_BlockReader, "batch_sentences", 20)
+    names = {}
+    for workers in (1, 2):
+        manifest = build(
+            corpus_file, tiny_tokenizer_dir, tmp_path / f"w{workers}", dupe_factor=1, block_tokens=300, workers=workers
+        )
+        names[workers] = [s["name"] for s in manifest["shards"]], manifest["counts"]["instances"]
+    assert len({name.split("-")[1] for name in names[1][0]}) > 3  # several blocks
+    assert names[1] == names[2]
 
 
 def test_rerun_resumes_and_keeps_output(tmp_path, corpus_file, tiny_tokenizer_dir):
