@@ -6,7 +6,8 @@ Formats (`fmt`):
 - `text`: plain text; blank lines separate documents, lines inside a document are joined and
   cut into sentences by `split_sentences` (English `. ! ?` and Chinese `。！？`).
 - `jsonl`: one JSON object per line; its `text_field` holds one document, cut into sentences
-  by `split_sentences` (blank lines inside the text are hard breaks).
+  by `split_sentences` (blank lines inside the text are hard breaks); unpaired surrogates
+  (`\\ud83d` escapes of a cut emoji) are deleted, as BERT's normalisation deletes them.
 - `auto`: `jsonl` for `*.jsonl` / `*.json` (optionally `.gz`), else `bert`.
 
 Gzip is detected by its magic bytes, whatever the file name. A file that is not UTF-8 text
@@ -97,20 +98,23 @@ def _lines(path: Path, on_bytes: OnBytes | None) -> Iterator[tuple[int, str]]:
     number = 0
     with open_text(path, on_bytes) as f:
         stream = f.buffer
-        rest = b""
+        tail: list[bytes] = []  # the unfinished last line, in pieces: a line may span many reads
         try:
             while True:
                 data = stream.read(_READ_SIZE)
                 if not data:
                     break
-                data = rest + data
                 cut = data.rfind(b"\n") + 1  # whole lines only; the tail waits for the next read
-                rest = data[cut:]
-                for line in _decode(path, data[:cut], number).split("\n")[:-1]:
+                if not cut:
+                    tail.append(data)  # joined once, when the line ends (not once per read)
+                    continue
+                whole = b"".join([*tail, data[:cut]]) if tail else data[:cut]
+                tail = [data[cut:]] if cut < len(data) else []
+                for line in _decode(path, whole, number).split("\n")[:-1]:
                     number += 1
                     yield number, line.rstrip("\r\n")
-            if rest:
-                yield number + 1, _decode(path, rest, number).rstrip("\r\n")
+            if tail:
+                yield number + 1, _decode(path, b"".join(tail), number).rstrip("\r\n")
         except (OSError, EOFError, zlib.error) as err:
             raise ValueError(f"{path}: the gzip stream is corrupt or truncated after line {number}: {err}") from err
 
@@ -220,6 +224,9 @@ def read_plain_text(path: str | Path, on_bytes: OnBytes | None = None) -> Iterat
             yield doc
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape them; UTF-8 and the tokenizer cannot hold them
+
+
 def read_jsonl(path: str | Path, text_field: str = "text", on_bytes: OnBytes | None = None) -> Iterator[Document]:
     """One JSON object per line; `text_field` is one document."""
     path = Path(path)
@@ -235,6 +242,8 @@ def read_jsonl(path: str | Path, text_field: str = "text", on_bytes: OnBytes | N
         text = record[text_field]
         if not isinstance(text, str):
             raise ValueError(f"{path}: line {number}: field {text_field!r} is {type(text).__name__}, not a string")
+        if not text.isascii():  # a JSON escape such as "\\ud83d" of a cut emoji: BERT deletes it (category Cs)
+            text = _LONE_SURROGATE.sub("", text)
         doc = split_paragraphs(text)
         if doc:
             yield doc

@@ -80,3 +80,25 @@ def test_bad_files_raise_clear_errors(tmp_path):
         read_documents(no_field, "xml")
     (tmp_path / "empty.txt").write_bytes(b"")
     assert list(read_documents(tmp_path / "empty.txt")) == []
+
+
+def test_lines_longer_than_one_read(tmp_path, monkeypatch):
+    """Lines spanning many reads (and a character cut between two reads) come back whole, numbered right."""
+    import training.corpus as corpus
+
+    monkeypatch.setattr(corpus, "_READ_SIZE", 7)
+    long = "word " * 40 + "née"
+    path = tmp_path / "long.txt"
+    path.write_text(f"{long}\r\nshort\n\n{long}\nlast without newline", encoding="utf-8")
+    assert list(read_documents(path)) == [[long.strip(), "short"], [long, "last without newline"]]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"one\n" + b"x" * 70_000 + b"\xff tail\n")  # past the 64 KiB sniffed on opening
+    with pytest.raises(ValueError, match="line 2 is not valid UTF-8"):
+        list(read_documents(bad))
+
+
+def test_jsonl_lone_surrogates_are_deleted(tmp_path):
+    """`\\ud83d` (half of an emoji) is valid JSON but no tokenizer can take it; BERT's cleaning deletes it."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "cut emoji \\ud83d here. Whole \\ud83d\\ude00 one."}\n', encoding="utf-8")
+    assert list(read_documents(path)) == [["cut emoji here.", "Whole \U0001f600 one."]]
