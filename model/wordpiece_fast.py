@@ -36,6 +36,7 @@ from model.tokenizer import BertTokenizer, bert_normalizer, bert_pre_tokenizer
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 # Joins the texts of a batch; not ASCII, so no text contains it, and kept by the translation.
 _SEPARATOR = b"\x80"
+_SPACES = bytes.maketrans(b"\t\n\r", b"   ")  # whitespace the reference turns into spaces
 _CACHE_LIMIT = 1_000_000  # entries per cache; cleared when full, so memory stays bounded
 
 
@@ -163,17 +164,19 @@ class IdsEncoder:
         self.tokenizer = tokenizer
         spec = json.loads(tokenizer.backend.to_str())
         self.fast = _fast_path(spec, tokenizer)
-        added = [t["content"] for t in spec.get("added_tokens") or []]
+        added = spec.get("added_tokens") or []
         # Case-insensitive, so added tokens matched after normalisation are caught too.
-        self.added = re.compile("|".join(map(re.escape, added)), re.IGNORECASE) if added else None
+        self.added = _any_of([t["content"] for t in added])
+        # Those matched after normalisation also match across deleted controls and \t \n \r (spaces by then).
+        self.added_normalized = _any_of([t["content"] for t in added if t.get("normalized", True)])
 
     def encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(flat int64 ids, int64 token count per text), the same as the exact tokenizer gives."""
         if self.fast is None:
             return self._exact(texts)
         slow = [i for i, t in enumerate(texts) if not t.isascii()]
-        if self.added is not None and self.added.search("\n".join(texts)):
-            slow = sorted({*slow, *(i for i, t in enumerate(texts) if self.added.search(t))})
+        if self.added is not None and self._has_added("\n".join(texts)):
+            slow = sorted({*slow, *(i for i, t in enumerate(texts) if self._has_added(t))})
         if not slow:
             return self.fast.encode_batch(texts)
         fast_texts = list(texts)
@@ -190,11 +193,26 @@ class IdsEncoder:
         out[_positions(starts[slow], slow_lengths)] = slow_ids
         return out, lengths
 
+    def _has_added(self, text: str) -> bool:
+        """Whether an added token may match in `text` (or, for a joined batch, in one of its texts)."""
+        if self.added.search(text):
+            return True
+        return self.added_normalized is not None and self.added_normalized.search(_normalized(text)) is not None
+
     def _exact(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = self.tokenizer.backend.encode_batch_fast(texts, add_special_tokens=False)
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
         flat = itertools.chain.from_iterable(e.ids for e in encodings)
         return np.fromiter(flat, dtype=np.int64, count=int(lengths.sum())), lengths
+
+
+def _any_of(contents: list[str]) -> re.Pattern | None:
+    return re.compile("|".join(map(re.escape, contents)), re.IGNORECASE) if contents else None
+
+
+def _normalized(text: str) -> str:
+    """The ASCII of `text` as BERT's normalisation leaves it (but for case): controls deleted, \t \n \r spaces."""
+    return text.encode("ascii", "ignore").translate(_SPACES, _CONTROL_BYTES).decode("ascii")
 
 
 def _positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -177,3 +177,19 @@ def _shared_encoder(tokenizer: BertTokenizer) -> IdsEncoder:
     if id(tokenizer) not in _ENCODERS:
         _ENCODERS[id(tokenizer)] = IdsEncoder(tokenizer)
     return _ENCODERS[id(tokenizer)]
+
+
+def test_added_tokens_matched_after_normalisation_take_the_exact_path(uncased, tmp_path):
+    """A user-added (normalized) token also matches where the text has controls or \\t \\n \\r inside it."""
+    from tokenizers import AddedToken
+
+    ours, _ = uncased
+    ours = load_tokenizer(ours.save(tmp_path / "tok") / "tokenizer.json")
+    ours.backend.add_tokens([AddedToken("hello world", normalized=True), AddedToken("qzx", normalized=True)])
+    encoder = IdsEncoder(ours)
+    assert encoder.fast is not None
+    texts = ["hello\tworld", "say hello\nworld", "hello\x00 world", "HELLO  WORLD", "q\x00zx", "Q\x07ZX end", "plain"]
+    expected = [ours.backend.encode(t, add_special_tokens=False).ids for t in texts]
+    assert sum(len(ids) == 1 and ids[0] >= 30522 for ids in expected) >= 3  # the added tokens do match
+    assert encoder_ids(encoder, texts) == expected
+    assert [encoder_ids(encoder, [t])[0] for t in texts] == expected
