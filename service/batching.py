@@ -251,13 +251,13 @@ class Batcher:
             return self._queued_entries, self._queued_tokens
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop taking work, finish everything queued, then stop the threads."""
+        """Stop taking work, finish everything queued, then stop the threads; waits `timeout` s in all."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._scheduler.join(timeout)
-        for runner in self._runners:
-            runner.join(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in (self._scheduler, *self._runners):
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
 
     # --- bookkeeping -------------------------------------------------------------------------
 

@@ -224,3 +224,18 @@ def test_close_drains_queue(fake_backend_cls):
     batcher.close(2)
     assert all(f.done() for f in futures)
     assert [f.result(0) for f in futures] == [i * 10 for i in range(6)]
+
+
+def test_close_waits_its_timeout_in_all_not_per_thread(fake_backend_cls):
+    gate = threading.Event()
+    backend = fake_backend_cls(gate=gate)
+    batcher = Batcher(backend, BatchingConfig(max_batch_size=1, workers=3))
+    futures = batcher.submit([Item(i, 1) for i in range(4)])  # three stuck in the backend, one queued
+    deadline = time.monotonic() + 2
+    while len(backend.batches) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    start = time.monotonic()
+    batcher.close(0.4)
+    assert time.monotonic() - start < 1.2  # not 0.4 s for each of the four threads
+    gate.set()
+    assert [f.result(2) for f in futures] == [0, 10, 20, 30]  # the work queued before close still finishes
