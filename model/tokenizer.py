@@ -296,6 +296,26 @@ def _lowercases(normalizer: dict) -> bool:
     return any(_lowercases(step) for step in normalizer.get("normalizers") or [])
 
 
+def _is_standard_bert(spec: dict, backend: _HFTokenizer) -> bool:
+    """A Hugging Face BERT tokenizer.json that `BertTokenizer.from_vocab` rebuilds without losing anything.
+
+    Anything else (a custom pre-tokenizer such as a digit split, `clean_text: false`, another
+    continuation prefix or word length limit, added tokens outside the vocabulary) is kept as it is.
+    """
+    norm, model = spec.get("normalizer") or {}, spec.get("model") or {}
+    pre = spec.get("pre_tokenizer") or {}
+    vocab = backend.get_vocab(with_added_tokens=False)
+    return (
+        norm.get("type") == "BertNormalizer"
+        and norm.get("clean_text", True) is not False
+        and pre.get("type") == "BertPreTokenizer"
+        and model.get("type") == "WordPiece"
+        and model.get("continuing_subword_prefix", "##") == "##"
+        and model.get("max_input_chars_per_word", 100) == 100
+        and all(token.get("content") in vocab for token in spec.get("added_tokens") or [])
+    )
+
+
 def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> BertTokenizer:
     """Load from `tokenizer.json`, `vocab.txt`, or a directory holding either (tokenizer.json first)."""
     path = Path(path)
@@ -314,7 +334,7 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> BertToken
         spec = json.loads(path.read_text(encoding="utf-8"))
         norm = spec.get("normalizer") or {}
         detected = _lowercases(norm)
-        if norm.get("type") == "BertNormalizer" and (spec.get("model") or {}).get("type") == "WordPiece":
+        if _is_standard_bert(spec, backend):
             # A Hugging Face BERT tokenizer.json: rebuild it with the reference normalisation order,
             # so it behaves exactly like the same vocab.txt.
             return BertTokenizer.from_vocab(

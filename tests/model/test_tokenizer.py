@@ -178,3 +178,23 @@ def test_combining_marks_and_sigma_fuzz_match_reference(vocab_file, lowercase):
         texts.append(word + rng.choice([" ", ". ", "x "]) + "".join(rng.choices(bases, k=3)))
     for text, encoding in zip(texts, ours.encode_batch(texts)):
         assert encoding.ids == reference(text)["input_ids"], text
+
+
+def test_non_standard_hf_tokenizer_json_is_kept_as_it_is(tmp_path, minilm_dir):
+    """A tokenizer.json with a custom pre-tokenizer (here: digits split one by one) is not rebuilt."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "BertPreTokenizer"}, {"type": "Digits", "individual_digits": True}],
+    }
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    text = "year 12345 was"
+    reference = Tokenizer.from_file(str(path))
+    reference.no_padding()  # the MiniLM file pads to 128
+    expected = reference.encode(text).ids
+    got = load_tokenizer(path).encode(text).ids
+    assert got == expected
+    assert got != load_tokenizer(minilm_dir / "tokenizer.json").encode(text).ids  # the split matters here
