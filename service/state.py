@@ -28,7 +28,15 @@ def default_intra_op_threads(workers: int) -> int:
     """All cores but one (left to the event loop and tokenization), split between the backend workers,
     at least one each: on 2 cores two single-threaded runs share the cores with the event loop (a
     single-threaded run has no spinning pool threads, so the loop still gets its turn)."""
-    return max(1, ((os.cpu_count() or 2) - 1) // workers)
+    return max(1, (usable_cores() - 1) // workers)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's cpuset, `taskset`), not all of the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
 
 
 class BundleRefusedError(RuntimeError):
