@@ -26,7 +26,14 @@ def test_settings_override_the_device_defaults():
 
 
 def test_intra_op_threads_split_the_cores_but_never_drop_to_zero(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("service.state.usable_cores", lambda: 2)
     assert default_intra_op_threads(2) == 1
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("service.state.usable_cores", lambda: 16)
     assert (default_intra_op_threads(1), default_intra_op_threads(2)) == (15, 7)
+
+
+def test_usable_cores_follow_the_affinity_mask(monkeypatch):
+    from service.state import usable_cores
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert usable_cores() == 3
