@@ -157,7 +157,8 @@ class AsciiWordPiece:
 class IdsEncoder:
     """Ids of many texts without special tokens: ASCII texts on the fast path, the rest exact.
 
-    Picklable, so it can be sent to worker processes; each process keeps its own cache.
+    Picklable, so it can be sent to worker processes; each process keeps its own cache. Not
+    thread-safe (the caches are plain dicts): give each thread its own instance.
     """
 
     def __init__(self, tokenizer: BertTokenizer):
