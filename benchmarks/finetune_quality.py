@@ -172,6 +172,7 @@ def run_ours(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Pat
         **COMMON,
         **extra,
     )
+    batches = "length-grouped" if settings.group_by_length else "shuffled"
     start, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     record = finetune(settings)
     seconds = time.perf_counter() - start
@@ -180,6 +181,7 @@ def run_ours(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Pat
         "cpu_seconds": time.process_time() - cpu,
         "load_before_after": [load, os.getloadavg()[0]],
         "train_seconds": record["history"][-1]["train_seconds"],
+        "batches": batches,
         "metrics": _headline(record["best"]),
         "out": str(out),
     }
@@ -423,7 +425,7 @@ def write_report(results: dict, results_dir: Path) -> None:
                 f"{r['ours']['seconds'] / r['hf']['seconds']:.2f}x",
                 _cpu_ratio(r),
                 _train_loop(r),
-                r["data"],
+                f"{r['data']}; bertkit batches {r['ours'].get('batches', 'length-grouped')}",
             ]
         )
     header = [
@@ -447,6 +449,9 @@ def write_report(results: dict, results_dir: Path) -> None:
         "Target: delta >= -0.3 points and time ratio <= 0.7x. One run per task (each run is minutes of",
         "2-core CPU), so no median is given. The machine is shared (other jobs run beside the benchmark),",
         "so wall times are noisy; the CPU-time ratio (process user+system seconds) is less disturbed.",
+        "Runs are only comparable under the shared lock: with another job on the 2 cores, every op of a",
+        "2-thread step waits for a descheduled thread, both sides slow down several-fold and the ratio",
+        "drifts towards 1 (an earlier 2,000-row SST-2 run made that way read 1.42x).",
         "",
         "Command: `flock /tmp/bertkit-heavy.lock python benchmarks/finetune_quality.py --task TASK` (as run:",
         ", ".join(f"`{r.get('command', name)}`" for name, r in done.items()) + ")",
@@ -456,8 +461,8 @@ def write_report(results: dict, results_dir: Path) -> None:
         + "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()) for name, r in done.items()),
         "",
         "Trainer side as in the HF example scripts: run_glue/run_qa pad to max_seq_len, run_ner pads per batch;",
-        "Trainer defaults otherwise (fused AdamW, no group_by_length). bertkit groups batches by length",
-        "(`--group-by-length`, its default) and runs the encoder's linear layers on real tokens only.",
+        "Trainer defaults otherwise (fused AdamW, shuffled batches). bertkit: shuffled batches padded to",
+        "their longest row (length-grouped where the data column says so), linear layers on real tokens only.",
         "Load average (1 min) before/after each side, from the JSON: "
         + "; ".join(f"{name}: ours {_load(r['ours'])}, Trainer {_load(r['hf'])}" for name, r in done.items()),
         f"Machine: {results['machine']}",

@@ -225,3 +225,26 @@ def test_model_dir_of_a_pretraining_run(tmp_path):
         resolve_tokenizer_dir(run / "model", run)
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         resolve_model_dir(_empty(tmp_path))
+
+
+# --- training batches ------------------------------------------------------------------------------
+
+
+def test_training_batches_cover_every_example_once():
+    from training.finetune.batching import length_grouped_batches, random_batches
+
+    lengths = [int(n) for n in np.random.default_rng(1).integers(3, 60, size=203)]
+    shuffled = random_batches(len(lengths), 16, np.random.default_rng(0))
+    grouped = length_grouped_batches(lengths, 16, np.random.default_rng(0), group=4)
+    for batches in (shuffled, grouped):
+        assert sorted(np.concatenate(batches).tolist()) == list(range(203))
+        assert all(1 <= len(b) <= 16 for b in batches)
+    # grouping pads much less than shuffling: padded cells = batch size x longest member
+    padded = lambda batches: sum(len(b) * max(lengths[i] for i in b) for b in batches)  # noqa: E731
+    assert padded(grouped) < 0.8 * padded(shuffled)
+
+
+def test_shuffled_batches_are_the_default():
+    from training.finetune.settings import FinetuneSettings
+
+    assert FinetuneSettings(task="ner", model="m", train="t", out="o").group_by_length is False

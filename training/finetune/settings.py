@@ -34,7 +34,11 @@ class FinetuneSettings:
     seed: int = _f(42, "seed for initialisation, shuffling and dropout")
     precision: str = _f("fp32", "fp32, or bf16 autocast (CPU or GPU)", choices=("fp32", "bf16"))
     early_stopping: int = _f(0, "stop after this many epochs without a better eval metric; 0 = never")
-    group_by_length: bool = _f(True, "batch examples of similar length (less padding, much faster)")
+    group_by_length: bool = _f(
+        False,
+        "batch examples of similar length (a little faster; batches of alike examples can cost accuracy, "
+        "about 1.5 entity-F1 points on CoNLL-2003 in one epoch)",
+    )
     eval_batch_size: int = _f(64, "examples per batch at evaluation")
     device: str = _f("auto", "auto (cuda when available), cpu or cuda")
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
