@@ -248,3 +248,20 @@ def test_shuffled_batches_are_the_default():
     from training.finetune.settings import FinetuneSettings
 
     assert FinetuneSettings(task="ner", model="m", train="t", out="o").group_by_length is False
+
+
+def test_qa_loss_ignores_padded_positions():
+    import torch
+
+    from model.heads import QuestionAnsweringOutput
+    from training.finetune.losses import task_loss
+
+    torch.manual_seed(0)
+    start, end = torch.randn(1, 6), torch.randn(1, 6)
+    targets = {"start_positions": torch.tensor([2]), "end_positions": torch.tensor([4])}
+    alone = task_loss("question-answering", None, QuestionAnsweringOutput(start, end), targets)
+    # the same window padded to 10 positions whose logits are the head's bias (0 here)
+    padded = QuestionAnsweringOutput(torch.cat([start, torch.zeros(1, 4)], 1), torch.cat([end, torch.zeros(1, 4)], 1))
+    mask = torch.tensor([[1] * 6 + [0] * 4])
+    assert torch.allclose(task_loss("question-answering", None, padded, targets, mask), alone)
+    assert task_loss("question-answering", None, padded, targets) > alone  # unmasked, padding takes a share

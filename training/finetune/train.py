@@ -159,7 +159,7 @@ def finetune(settings: FinetuneSettings) -> dict:
             targets = {k: torch.from_numpy(v).to(device) for k, v in task.targets(rows).items()}
             with autocast or nullcontext():
                 output = model(**inputs)
-            loss = task_loss(task.head, getattr(task, "problem_type", None), output, targets)
+            loss = task_loss(task.head, getattr(task, "problem_type", None), output, targets, inputs["attention_mask"])
             (loss / settings.grad_accum).backward()
             if (i + 1) % settings.grad_accum == 0 or i + 1 == len(batches):
                 if settings.max_grad_norm > 0:
