@@ -394,6 +394,12 @@ def _cpu_ratio(r: dict) -> str:
     return f"{r['ours']['cpu_seconds'] / r['hf']['cpu_seconds']:.2f}x"
 
 
+def _commands(name: str, r: dict) -> str:
+    """The command(s) behind a row: one, or one per side when the sides were run apart (--sides)."""
+    ours, hf = r["ours"].get("command", r.get("command", name)), r["hf"].get("command", r.get("command", name))
+    return f"`{ours}`" if ours == hf else f"bertkit `{ours}`, Trainer `{hf}`"
+
+
 def _load(side: dict) -> str:
     load = side.get("load_before_after")
     return f"{load[0]:.1f}->{load[1]:.1f}" if load else "n/a"
@@ -454,7 +460,7 @@ def write_report(results: dict, results_dir: Path) -> None:
         "drifts towards 1 (an earlier 2,000-row SST-2 run made that way read 1.42x).",
         "",
         "Command: `flock /tmp/bertkit-heavy.lock python benchmarks/finetune_quality.py --task TASK` (as run:",
-        ", ".join(f"`{r.get('command', name)}`" for name, r in done.items()) + ")",
+        ", ".join(_commands(name, r) for name, r in done.items()) + ")",
         "",
         markdown_table(header, rows),
         "Hyper-parameters (both sides): "
@@ -516,10 +522,10 @@ def main(argv: list[str] | None = None) -> int:
             if "ours" in sides:
                 out = Path(args.runs_dir) / f"finetune-{name}-minilm"
                 np.random.seed(0)
-                entry["ours"] = run_ours(name, cfg, model_dir, train, evaluation, out)
+                entry["ours"] = run_ours(name, cfg, model_dir, train, evaluation, out) | {"command": entry["command"]}
                 print(f"{name} ours: {entry['ours']}", flush=True)
             if "hf" in sides:
-                entry["hf"] = run_hf(name, cfg, model_dir, train, evaluation, work)
+                entry["hf"] = run_hf(name, cfg, model_dir, train, evaluation, work) | {"command": entry["command"]}
                 print(f"{name} hf: {entry['hf']}", flush=True)
             results["tasks"][name] = entry
         write_report(results, results_dir)
