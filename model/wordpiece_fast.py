@@ -107,13 +107,10 @@ class AsciiWordPiece:
         first = starts[numbers]
         counts = starts[numbers + 1] - first  # (chunks,) ids per chunk
         del starts  # release the buffer so the arrays can grow again
-        before = np.cumsum(counts)  # ids up to and including each chunk
-        total = int(before[-1])
-        source = np.repeat(first - (before - counts), counts) + np.arange(total, dtype=np.int64)
         store = np.frombuffer(self.store, dtype=np.int64)
-        ids = store[source]
+        ids = store[_positions(first, counts)]
         del store
-        ends = before[numbers == 0]  # (len(texts),) ids before each separator
+        ends = np.cumsum(counts)[numbers == 0]  # (len(texts),) ids before each separator
         return ids, np.diff(ends, prepend=0)
 
     def _number_chunk(self, chunk: bytes) -> int:
@@ -201,10 +198,14 @@ class IdsEncoder:
         return self.added_normalized is not None and self.added_normalized.search(_normalized(text)) is not None
 
     def _exact(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self.tokenizer.backend.encode_batch_fast(texts, add_special_tokens=False)
-        lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
-        flat = itertools.chain.from_iterable(e.ids for e in encodings)
-        return np.fromiter(flat, dtype=np.int64, count=int(lengths.sum())), lengths
+        return flat_ids(self.tokenizer.backend.encode_batch_fast(texts, add_special_tokens=False))
+
+
+def flat_ids(encodings: list) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int64 ids, int64 token count per encoding) of `tokenizers` encodings."""
+    lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+    flat = itertools.chain.from_iterable(e.ids for e in encodings)
+    return np.fromiter(flat, dtype=np.int64, count=int(lengths.sum())), lengths
 
 
 def _any_of(contents: list[str]) -> re.Pattern | None:

@@ -72,6 +72,11 @@ async def _send_json(send, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _header(scope, name: bytes, default: bytes | None = None) -> bytes | None:
+    """The first value of header `name` (lower case) in an ASGI scope, without building a dict."""
+    return next((value for key, value in scope.get("headers") or () if key == name), default)
+
+
 class RequestContextMiddleware:
     """Request id (X-Request-ID in, or a new one) on the response and in logs; metrics; access log."""
 
@@ -82,7 +87,7 @@ class RequestContextMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        incoming = next((v for k, v in scope.get("headers") or () if k == b"x-request-id"), b"").decode("latin-1")
+        incoming = _header(scope, b"x-request-id", b"").decode("latin-1")
         # 64 random bits name a request well enough; uuid4 reads os.urandom, a system call per request
         request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
         token = request_id_var.set(request_id)
@@ -122,7 +127,7 @@ class BodyGuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        declared = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
+        declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send, declared.decode())
         chunks, size, more = [], 0, True

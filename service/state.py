@@ -58,7 +58,7 @@ class AppState:
         s = self.settings
         cuda = device == "cuda"
         return BatchingConfig(
-            workers=s.backend_workers or (1 if cuda else CPU_BACKEND_WORKERS),
+            workers=self.backend_workers(device),
             max_batch_tokens=s.max_batch_tokens,
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
@@ -69,6 +69,10 @@ class AppState:
             if s.batch_overhead_tokens is not None
             else (CUDA_OVERHEAD_TOKENS if cuda else CPU_OVERHEAD_TOKENS),
         )
+
+    def backend_workers(self, device: str) -> int:
+        """Concurrent batches per model: the setting, else 2 on CPU and 1 on CUDA."""
+        return self.settings.backend_workers or (1 if device == "cuda" else CPU_BACKEND_WORKERS)
 
     def deadline(self, body_timeout_ms: int | None, header_timeout_ms: int | None) -> Deadline:
         s = self.settings
@@ -108,8 +112,7 @@ class AppState:
         # One core stays free for the event loop and tokenization: onnxruntime's spinning workers on
         # every core starve them (on 2 cores, 1 intra-op thread served 1.75x the requests of 2). The
         # cores left are split between the backend workers, each running its own batch.
-        cpu_workers = s.backend_workers or CPU_BACKEND_WORKERS
-        threads = s.intra_op_threads or default_intra_op_threads(cpu_workers)
+        threads = s.intra_op_threads or default_intra_op_threads(self.backend_workers("cpu"))
         try:
             opened = open_model(path, s.provider, s.precision, threads, loader=loader)
         except (OSError, ValueError) as err:

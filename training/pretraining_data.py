@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import array
 import hashlib
-import itertools
 import json
 import logging
 import multiprocessing
@@ -62,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from model.tokenizer import BertTokenizer, load_tokenizer
-from model.wordpiece_fast import IdsEncoder
+from model.wordpiece_fast import IdsEncoder, flat_ids
 from training.corpus import FORMATS, read_documents
 
 FORMAT_NAME = "bertkit-pretraining-data"
@@ -619,9 +618,7 @@ class _BlockReader:
         sentences = [s for doc in docs for s in doc]
         if self.segmenter is not None:
             encodings = self.tokenizer.backend.encode_batch(sentences, add_special_tokens=False)
-            lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
-            flat = itertools.chain.from_iterable(e.ids for e in encodings)
-            ids = np.fromiter(flat, dtype=np.int64, count=int(lengths.sum()))
+            ids, lengths = flat_ids(encodings)
             return ids.astype(self.token_dtype), lengths, self._word_starts(sentences, encodings, ids)
         if self.pool is not None:
             return self.pool.submit(_encode_ids, sentences, self.token_dtype)
