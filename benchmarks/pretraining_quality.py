@@ -3,7 +3,7 @@
     W=/tmp/bertkit-quality
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py prepare --work $W
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py pretrain --work $W --minutes 28
-    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py extend --work $W --minutes 36
+    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py extend --work $W --max-steps 2700
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py finetune --work $W
     python benchmarks/pretraining_quality.py report --work $W
 
@@ -126,13 +126,12 @@ def pretrain(work: Path, minutes: float) -> None:
     bert("plot", str(run))
 
 
-def extend(work: Path, minutes: float) -> None:
-    """Resume the finished run for `minutes` more (the LR schedule is recomputed for the new length)."""
+def extend(work: Path, minutes: float, max_steps: int | None = None) -> None:
+    """Resume the finished run for `minutes` more, or up to `max_steps` (the LR schedule is recomputed)."""
     run = work / "run"
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    done = max(r["step"] for r in records if r["split"] == "train")
+    done = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
     step_s = json.loads((work / "probe.json").read_text())["step_s"]
-    max_steps = done + int(minutes * 60 / (step_s * 1.08))
+    max_steps = max_steps or done + int(minutes * 60 / (step_s * 1.08))
     wall = json.loads((work / "pretrain_wall.json").read_text())
     segments = wall.get("segments", [wall["wall_s"]])
     print(f"extending from step {done} to {max_steps} ({minutes} min at {step_s:.2f} s/step)", flush=True)
@@ -256,10 +255,11 @@ def main() -> int:
     parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "report"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bertkit-quality"))
     parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
+    parser.add_argument("--max-steps", type=int, help="extend: the step to resume up to (instead of --minutes)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     {"prepare": lambda: prepare(args.work), "pretrain": lambda: pretrain(args.work, args.minutes),
-     "extend": lambda: extend(args.work, args.minutes),
+     "extend": lambda: extend(args.work, args.minutes, args.max_steps),
      "finetune": lambda: finetune(args.work), "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
     return 0
 
