@@ -32,6 +32,16 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seqs", type=int, nargs="+", default=[32, 128])
+    parser.add_argument(
+        "--no-spinning",
+        action="store_true",
+        help="onnxruntime worker threads sleep between ops instead of spinning (the default spins, as a "
+        "session does unless told otherwise)",
+    )
+    parser.add_argument(
+        "--gap-ms", type=float, default=20.0, help="idle time before each timed call, so threads spinning after "
+        "the previous variant's call have gone to sleep",
+    )  # fmt: skip
     return parser.parse_args()
 
 
@@ -108,14 +118,14 @@ def matmul_peaks(threads: int, repeats: int) -> dict:
     return found
 
 
-def quiet_session(model_path: Path, threads: int):
-    """An onnxruntime session whose worker threads sleep, not spin, between runs."""
+def timing_session(model_path: Path, threads: int, spinning: bool):
+    """An onnxruntime session with `threads` intra-op threads; `spinning` False makes idle workers sleep."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -167,8 +177,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="export-speed-") as scratch:
         model, paths, manifests = build_bundles(args.model, Path(scratch))
         sessions = {k: load_bundle(p, intra_op_threads=args.threads) for k, p in paths.items()}
-        for bundle in sessions.values():  # idle onnxruntime threads spin by default, starving the next variant
-            bundle.session = quiet_session(bundle.path / "model.onnx", args.threads)
+        for bundle in sessions.values():
+            bundle.session = timing_session(bundle.path / "model.onnx", args.threads, not args.no_spinning)
         config = model.config
         results = []
         rng = np.random.default_rng(0)
@@ -196,6 +206,9 @@ def main() -> int:
                 times = {name: [] for name in runners}
                 for _ in range(args.repeats):  # interleaved so machine noise hits all variants alike
                     for name, fn in runners.items():
+                        # Idle workers of the previous variant spin for a while after its call
+                        # (onnxruntime and OpenMP both do); let them go to sleep first.
+                        time.sleep(args.gap_ms / 1e3)
                         start = time.perf_counter()
                         fn()
                         times[name].append(time.perf_counter() - start)
@@ -226,6 +239,8 @@ def main() -> int:
         "head": "sequence-classification (2 labels, seeded random)",
         "threads": args.threads,
         "repeats": args.repeats,
+        "onnxruntime_spinning": not args.no_spinning,
+        "gap_ms": args.gap_ms,
         "inputs": "unpadded random ids, token_type_ids 0",
         "machine": machine(),
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
@@ -292,11 +307,13 @@ def render(args, payload) -> str:
         "# Export variants: inference speed",
         "",
         f"Model: {Path(payload['model']).name} encoder (6 layers, hidden 384) + 2-class head; "
-        f"{args.threads} threads; median of {args.repeats} interleaved repeats; unpadded random ids. "
+        f"{args.threads} threads; median of {args.repeats} interleaved repeats, {args.gap_ms:.0f} ms idle before "
+        f"each call; onnxruntime threads {'sleep' if args.no_spinning else 'spin (its default)'} between ops; "
+        "unpadded random ids. "
         f"torch {payload['versions']['torch']}, onnxruntime {payload['versions']['onnxruntime']}.",
         "",
         f"Command: `flock /tmp/bertkit-heavy.lock python benchmarks/export_speed.py --repeats {args.repeats} "
-        f"--threads {args.threads}`",
+        f"--threads {args.threads}{' --no-spinning' if args.no_spinning else ''}`",
         "",
         f"Matmul peaks measured in this run: fp32 {peaks['fp32_peak']:.1f} GFLOP/s "
         f"(onnxruntime {peaks['fp32_onnxruntime']:.1f}, numpy {peaks['fp32_numpy']:.1f}), "

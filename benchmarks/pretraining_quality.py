@@ -4,7 +4,7 @@
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py prepare --work $W
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py pretrain --work $W --minutes 28
     flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py extend --work $W --max-steps 2700
-    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py finetune --work $W
+    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py finetune --work $W [--few-shot-lrs 3e-4 1e-3]
     python benchmarks/pretraining_quality.py report --work $W
 
 Stages (each skips what is already on disk, so a stage can be rerun after a failure):
@@ -164,7 +164,7 @@ def evaluate_heldout(work: Path) -> dict:
     return result
 
 
-def finetune(work: Path) -> None:
+def finetune(work: Path, few_shot_lrs: list[float] | None = None) -> None:
     random_init = work / "random_init"
     if not (random_init / "config.json").exists():
         from model import build_model, load_pretrained, save_pretrained
@@ -174,18 +174,35 @@ def finetune(work: Path) -> None:
         for f in (work / "tok").iterdir():
             shutil.copy2(f, random_init / f.name)
     split_sst2(work / "sst2")
-    arms = [(f"ft_{name}{suffix}", model_dir, train, epochs)
+    arms = [(f"ft_{name}{suffix}", model_dir, train, epochs, FT["lr"])
             for suffix, train, epochs in (("", "train.tsv", FT["epochs"]),
                                           (f"_{FEW_SHOT_ROWS}", f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS))
             for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init))]  # fmt: skip
-    for name, model_dir, train, epochs in arms:
+    # Optional: the low-resource arm at other learning rates, the same grid for both initialisations.
+    arms += [(f"ft_{name}_{FEW_SHOT_ROWS}_lr{lr:g}", model_dir, f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS, lr)
+             for lr in few_shot_lrs or [] if lr != FT["lr"]
+             for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init))]  # fmt: skip
+    for name, model_dir, train, epochs, lr in arms:
         out = work / name
         if (out / "metrics.json").exists():
             continue
         bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / train),
              "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(epochs),
-             "--lr", str(FT["lr"]), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
+             "--lr", str(lr), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
              "--seed", "0", "--threads", "2")  # fmt: skip
+
+
+def few_shot_sweep(work: Path) -> list[dict]:
+    """Low-resource arm results at every learning rate fine-tuned so far (both initialisations)."""
+    rows = []
+    for metrics in sorted(work.glob(f"ft_pretrained_{FEW_SHOT_ROWS}_lr*/metrics.json")):
+        lr = metrics.parent.name.rsplit("_lr", 1)[1]
+        other = work / f"ft_random_init_{FEW_SHOT_ROWS}_lr{lr}" / "metrics.json"
+        if other.exists():
+            pre = json.loads(metrics.read_text())["best"]["accuracy"]
+            rnd = json.loads(other.read_text())["best"]["accuracy"]
+            rows.append({"lr": float(lr), "pretrained": pre, "random_init": rnd, "gain_points": 100 * (pre - rnd)})
+    return rows
 
 
 def report(work: Path) -> None:
@@ -226,6 +243,7 @@ def report(work: Path) -> None:
             **ft,
             "gain_points": gain,
             "gain_points_few_shot": gain_few,
+            "few_shot_other_lrs": few_shot_sweep(work),
         },
     }
     rows = [
@@ -241,6 +259,9 @@ def report(work: Path) -> None:
          f"{ft['random_init' + few]['accuracy']:.4f}"],
         [f"gain from pretraining, {FEW_SHOT_ROWS} training rows", f"{gain_few:+.1f} points"],
     ]  # fmt: skip
+    for r in payload["finetune"]["few_shot_other_lrs"]:
+        rows.append([f"{FEW_SHOT_ROWS} training rows at lr {r['lr']:g}: pretrained / random init / gain",
+                     f"{r['pretrained']:.4f} / {r['random_init']:.4f} / {r['gain_points']:+.1f} points"])  # fmt: skip
     table = (
         f"Pretraining `mini` for {wall / 60:.1f} min ({payload['steps']} steps x {BATCH_SIZE} x {SEQ_LEN}, "
         f"{run_json['precision']}, {run_json['device']['name']}); held-out = all {heldout['instances']} instances of "
@@ -256,11 +277,13 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bertkit-quality"))
     parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
     parser.add_argument("--max-steps", type=int, help="extend: the step to resume up to (instead of --minutes)")
+    parser.add_argument("--few-shot-lrs", type=float, nargs="*", help="finetune: the low-resource arm at these lrs too")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     {"prepare": lambda: prepare(args.work), "pretrain": lambda: pretrain(args.work, args.minutes),
      "extend": lambda: extend(args.work, args.minutes, args.max_steps),
-     "finetune": lambda: finetune(args.work), "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
+     "finetune": lambda: finetune(args.work, args.few_shot_lrs),
+     "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
     return 0
 
 

@@ -1,0 +1,67 @@
+"""A pretraining step computes what transformers' BertForPreTraining computes on the same weights and batch.
+
+MLM projected at the masked positions only (training/pretrain.py) against transformers' full
+projection with -100 labels; NSP on the pooled [CLS]. Dropout off, padded batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model import BertConfig, build_model, save_pretrained
+from training.pretrain import pretraining_sums, to_tensors
+
+transformers = pytest.importorskip("transformers")
+
+
+def masked_batch(vocab_size: int, lengths=(20, 13, 7, 20)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    B, T = len(lengths), max(lengths)
+    ids = np.zeros((B, T), dtype=np.int64)
+    labels = np.full((B, T), -100, dtype=np.int64)
+    mask = np.zeros((B, T), dtype=np.int64)
+    types = np.zeros((B, T), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.integers(5, vocab_size, n)
+        mask[i, :n] = 1
+        types[i, n // 2 : n] = 1
+        picked = rng.choice(np.arange(1, n - 1), size=max(1, n // 6), replace=False)
+        labels[i, picked] = ids[i, picked]
+        ids[i, picked[: len(picked) // 2 + 1]] = 4  # some become [MASK], the rest keep their id
+    return {
+        "input_ids": ids,
+        "token_type_ids": types,
+        "attention_mask": mask,
+        "mlm_labels": labels,
+        "nsp_labels": np.array([0, 1, 1, 0]),
+    }
+
+
+def test_pretraining_loss_and_gradients_match_transformers(tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig.preset("tiny", vocab_size=211, max_position_embeddings=64)
+    ours = build_model(config, "pretraining").eval()  # eval: dropout off, gradients still flow
+    save_pretrained(ours, tmp_path)
+    theirs = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
+    batch = masked_batch(config.vocab_size)
+    tensors = to_tensors(batch, pin=False)
+    sums = pretraining_sums(ours, tensors, "cpu", "fp32")
+    loss = sums["mlm_loss"] / tensors["mlm_targets"].numel() + sums["nsp_loss"] / tensors["nsp_labels"].numel()
+    loss.backward()
+    hf = theirs(
+        input_ids=tensors["input_ids"],
+        attention_mask=tensors["attention_mask"],
+        token_type_ids=tensors["token_type_ids"],
+        labels=torch.from_numpy(batch["mlm_labels"]),
+        next_sentence_label=tensors["nsp_labels"],
+    )
+    hf.loss.backward()
+    assert abs(loss.item() - hf.loss.item()) < 1e-5
+    ours_emb = ours.bert.embeddings.word_embeddings.weight.grad  # tied with the MLM decoder on both sides
+    theirs_emb = theirs.bert.embeddings.word_embeddings.weight.grad
+    assert torch.allclose(ours_emb, theirs_emb, atol=1e-6)
+    ours_total = torch.sqrt(sum((p.grad**2).sum() for p in ours.parameters() if p.grad is not None))
+    theirs_total = torch.sqrt(sum((p.grad**2).sum() for p in theirs.parameters() if p.grad is not None))
+    assert abs(ours_total.item() - theirs_total.item()) < 1e-5 * max(1.0, theirs_total.item())
