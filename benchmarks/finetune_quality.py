@@ -171,7 +171,7 @@ def run_ours(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Pat
         batch_size=cfg["batch_size"],
         lr=cfg["lr"],
         max_seq_len=cfg["max_seq_len"],
-        **COMMON,
+        **{k: cfg.get(k, v) for k, v in COMMON.items()},
         **extra,
     )
     batches = "length-grouped" if settings.group_by_length else "shuffled"
@@ -221,7 +221,7 @@ def _trainer(model, cfg: dict, train_rows: list[dict], collator, work: Path):
         weight_decay=COMMON["weight_decay"],
         lr_scheduler_type="linear",
         max_grad_norm=1.0,
-        seed=COMMON["seed"],
+        seed=cfg.get("seed", COMMON["seed"]),
         save_strategy="no",
         eval_strategy="no",
         logging_steps=100,
@@ -419,8 +419,9 @@ def write_report(results: dict, results_dir: Path) -> None:
     rows = []
     done = {name: r for name, r in results["tasks"].items() if "ours" in r and "hf" in r}
     for name, r in done.items():
-        main = MAIN[name]
-        ours, ref = _points(name, r["ours"]["metrics"][main]), _points(name, r["hf"]["metrics"][main])
+        task = name.split("@")[0]  # TASK or TASK@seedN
+        main = MAIN[task]
+        ours, ref = _points(task, r["ours"]["metrics"][main]), _points(task, r["hf"]["metrics"][main])
         rows.append(
             [
                 name,
@@ -492,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-limit", type=int, help="override: held-out rows / sentences / articles")
     parser.add_argument("--epochs", type=int, help="override the task's epochs (both sides)")
     parser.add_argument("--lr", type=float, help="override the task's learning rate (both sides)")
+    parser.add_argument("--seed", type=int, help="another seed (both sides); its results are kept as TASK@seedN")
     parser.add_argument("--smoke-dir", help="check the script end to end on a few hundred examples; results go here")
     args = parser.parse_args(argv)
 
@@ -511,13 +513,15 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("train_limit", "eval_limit", "epochs", "lr"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
+        common = COMMON | ({"seed": args.seed} if args.seed is not None else {})
+        result_key = name if common["seed"] == COMMON["seed"] else f"{name}@seed{common['seed']}"
         with tempfile.TemporaryDirectory(prefix=f"ftq-{name}-") as tmp:
             work = Path(tmp)
             train, evaluation = PREPARE[name](Path(args.data_dir), work, cfg)
             if args.smoke_dir:
                 train, evaluation = shrink(name, train, evaluation, work)
-            entry = results["tasks"].get(name, {})
-            entry["config"] = cfg | COMMON
+            entry = results["tasks"].get(result_key, {})
+            entry["config"] = cfg | common
             entry["command"] = "python benchmarks/finetune_quality.py " + " ".join(
                 sys.argv[1:] if argv is None else argv
             )
@@ -525,12 +529,15 @@ def main(argv: list[str] | None = None) -> int:
             if "ours" in sides:
                 out = Path(args.runs_dir) / f"finetune-{name}-minilm"
                 np.random.seed(0)
-                entry["ours"] = run_ours(name, cfg, model_dir, train, evaluation, out) | {"command": entry["command"]}
+                entry["ours"] = run_ours(name, cfg | common, model_dir, train, evaluation, out) | {
+                    "command": entry["command"]
+                }
                 print(f"{name} ours: {entry['ours']}", flush=True)
             if "hf" in sides:
-                entry["hf"] = run_hf(name, cfg, model_dir, train, evaluation, work) | {"command": entry["command"]}
+                hf_side = run_hf(name, cfg | common, model_dir, train, evaluation, work)
+                entry["hf"] = hf_side | {"command": entry["command"]}
                 print(f"{name} hf: {entry['hf']}", flush=True)
-            results["tasks"][name] = entry
+            results["tasks"][result_key] = entry
         write_report(results, results_dir)
     return 0
 
