@@ -156,6 +156,23 @@ PREPARE = {"sst2": prepare_sst2, "conll": prepare_conll, "squad": prepare_squad}
 # --- ours ------------------------------------------------------------------------------------------
 
 
+def use_transformers_model_in_our_loop(task: str) -> None:
+    """Diagnostic: our training loop around transformers' model (separates the loop from the model)."""
+    import transformers
+
+    import training.finetune.train as loop
+
+    cls = {"classify": "AutoModelForSequenceClassification", "ner": "AutoModelForTokenClassification",
+           "qa": "AutoModelForQuestionAnswering"}[task]  # fmt: skip
+
+    def load(model_dir, num_labels=None, **_):
+        extra = {"num_labels": num_labels} if num_labels else {}
+        return getattr(transformers, cls).from_pretrained(str(model_dir), **extra)
+
+    loop.load_pretrained = load
+    loop.save_pretrained = lambda model, out: model.save_pretrained(str(out))
+
+
 def run_ours(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Path, out: Path) -> dict:
     from training.finetune.settings import FinetuneSettings
     from training.finetune.train import finetune
@@ -494,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the task's epochs (both sides)")
     parser.add_argument("--lr", type=float, help="override the task's learning rate (both sides)")
     parser.add_argument("--seed", type=int, help="another seed (both sides); its results are kept as TASK@seedN")
+    parser.add_argument(
+        "--ours-model",
+        choices=["bertkit", "transformers"],
+        default="bertkit",
+        help="diagnostic: run our training loop around transformers' model; kept as TASK@hf-model",
+    )
     parser.add_argument("--smoke-dir", help="check the script end to end on a few hundred examples; results go here")
     args = parser.parse_args(argv)
 
@@ -515,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
                 cfg[key] = getattr(args, key)
         common = COMMON | ({"seed": args.seed} if args.seed is not None else {})
         result_key = name if common["seed"] == COMMON["seed"] else f"{name}@seed{common['seed']}"
+        if args.ours_model == "transformers":
+            use_transformers_model_in_our_loop(cfg["task"])
+            result_key += "@hf-model"
         with tempfile.TemporaryDirectory(prefix=f"ftq-{name}-") as tmp:
             work = Path(tmp)
             train, evaluation = PREPARE[name](Path(args.data_dir), work, cfg)
