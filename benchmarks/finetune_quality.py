@@ -188,7 +188,7 @@ def run_ours(name: str, cfg: dict, model_dir: Path, train: Path, evaluation: Pat
         batch_size=cfg["batch_size"],
         lr=cfg["lr"],
         max_seq_len=cfg["max_seq_len"],
-        **{k: cfg.get(k, v) for k, v in COMMON.items()},
+        **{k: cfg[k] for k in COMMON},
         **extra,
     )
     batches = "length-grouped" if settings.group_by_length else "shuffled"
@@ -234,11 +234,11 @@ def _trainer(model, cfg: dict, train_rows: list[dict], collator, work: Path):
         per_device_train_batch_size=cfg["batch_size"],
         per_device_eval_batch_size=64,
         learning_rate=cfg["lr"],
-        warmup_steps=COMMON["warmup"],  # a float < 1 is a ratio of all steps
-        weight_decay=COMMON["weight_decay"],
+        warmup_steps=cfg["warmup"],  # a float < 1 is a ratio of all steps
+        weight_decay=cfg["weight_decay"],
         lr_scheduler_type="linear",
         max_grad_norm=1.0,
-        seed=cfg.get("seed", COMMON["seed"]),
+        seed=cfg["seed"],
         save_strategy="no",
         eval_strategy="no",
         logging_steps=100,
@@ -532,12 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     names = list(CONFIGS) if args.task == "all" else [args.task]
     sides = args.sides.split(",")
     for name in names:
-        cfg = dict(CONFIGS[name])
-        for key in ("train_limit", "eval_limit", "epochs", "lr"):
+        cfg = CONFIGS[name] | COMMON  # everything both sides use
+        for key in ("train_limit", "eval_limit", "epochs", "lr", "seed"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
-        common = COMMON | ({"seed": args.seed} if args.seed is not None else {})
-        result_key = name if common["seed"] == COMMON["seed"] else f"{name}@seed{common['seed']}"
+        result_key = name if cfg["seed"] == COMMON["seed"] else f"{name}@seed{cfg['seed']}"
         if args.ours_model == "transformers":
             use_transformers_model_in_our_loop(cfg["task"])
             result_key += "@hf-model"
@@ -547,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke_dir:
                 train, evaluation = shrink(name, train, evaluation, work)
             entry = results["tasks"].get(result_key, {})
-            entry["config"] = cfg | common
+            entry["config"] = cfg
             entry["command"] = "python benchmarks/finetune_quality.py " + " ".join(
                 sys.argv[1:] if argv is None else argv
             )
@@ -555,13 +554,10 @@ def main(argv: list[str] | None = None) -> int:
             if "ours" in sides:
                 out = Path(args.runs_dir) / f"finetune-{name}-minilm"
                 np.random.seed(0)
-                entry["ours"] = run_ours(name, cfg | common, model_dir, train, evaluation, out) | {
-                    "command": entry["command"]
-                }
+                entry["ours"] = run_ours(name, cfg, model_dir, train, evaluation, out) | {"command": entry["command"]}
                 print(f"{name} ours: {entry['ours']}", flush=True)
             if "hf" in sides:
-                hf_side = run_hf(name, cfg | common, model_dir, train, evaluation, work)
-                entry["hf"] = hf_side | {"command": entry["command"]}
+                entry["hf"] = run_hf(name, cfg, model_dir, train, evaluation, work) | {"command": entry["command"]}
                 print(f"{name} hf: {entry['hf']}", flush=True)
             results["tasks"][result_key] = entry
         write_report(results, results_dir)

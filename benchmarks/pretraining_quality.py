@@ -134,7 +134,7 @@ def extend(work: Path, minutes: float, max_steps: int | None = None) -> None:
     max_steps = max_steps or done + int(minutes * 60 / (step_s * 1.08))
     wall = json.loads((work / "pretrain_wall.json").read_text())
     segments = wall.get("segments", [wall["wall_s"]])
-    print(f"extending from step {done} to {max_steps} ({minutes} min at {step_s:.2f} s/step)", flush=True)
+    print(f"extending from step {done} to {max_steps} (probe: {step_s:.2f} s/step)", flush=True)
     started = time.time()
     bert(*pretrain_args(work, run, max_steps), "--resume")
     segments.append(time.time() - started)
@@ -174,14 +174,13 @@ def finetune(work: Path, few_shot_lrs: list[float] | None = None) -> None:
         for f in (work / "tok").iterdir():
             shutil.copy2(f, random_init / f.name)
     split_sst2(work / "sst2")
-    arms = [(f"ft_{name}{suffix}", model_dir, train, epochs, FT["lr"])
-            for suffix, train, epochs in (("", "train.tsv", FT["epochs"]),
-                                          (f"_{FEW_SHOT_ROWS}", f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS))
-            for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init))]  # fmt: skip
+    inits = (("pretrained", work / "run" / "model"), ("random_init", random_init))
+    few_shot = (f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS)
+    runs = [("", "train.tsv", FT["epochs"], FT["lr"]), (f"_{FEW_SHOT_ROWS}", *few_shot, FT["lr"])]
     # Optional: the low-resource arm at other learning rates, the same grid for both initialisations.
-    arms += [(f"ft_{name}_{FEW_SHOT_ROWS}_lr{lr:g}", model_dir, f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS, lr)
-             for lr in few_shot_lrs or [] if lr != FT["lr"]
-             for name, model_dir in (("pretrained", work / "run" / "model"), ("random_init", random_init))]  # fmt: skip
+    runs += [(f"_{FEW_SHOT_ROWS}_lr{lr:g}", *few_shot, lr) for lr in few_shot_lrs or [] if lr != FT["lr"]]
+    arms = [(f"ft_{name}{suffix}", model_dir, train, epochs, lr)
+            for suffix, train, epochs, lr in runs for name, model_dir in inits]  # fmt: skip
     for name, model_dir, train, epochs, lr in arms:
         out = work / name
         if (out / "metrics.json").exists():
@@ -196,12 +195,12 @@ def few_shot_sweep(work: Path) -> list[dict]:
     """Low-resource arm results at every learning rate fine-tuned so far (both initialisations)."""
     rows = []
     for metrics in sorted(work.glob(f"ft_pretrained_{FEW_SHOT_ROWS}_lr*/metrics.json")):
-        lr = metrics.parent.name.rsplit("_lr", 1)[1]
-        other = work / f"ft_random_init_{FEW_SHOT_ROWS}_lr{lr}" / "metrics.json"
+        other = work / metrics.parent.name.replace("ft_pretrained", "ft_random_init", 1) / "metrics.json"
         if other.exists():
-            pre = json.loads(metrics.read_text())["best"]["accuracy"]
-            rnd = json.loads(other.read_text())["best"]["accuracy"]
-            rows.append({"lr": float(lr), "pretrained": pre, "random_init": rnd, "gain_points": 100 * (pre - rnd)})
+            pre, rnd = (json.loads(m.read_text()) for m in (metrics, other))
+            gain = 100 * (pre["best"]["accuracy"] - rnd["best"]["accuracy"])
+            rows.append({"lr": pre["settings"]["lr"], "pretrained": pre["best"]["accuracy"],
+                         "random_init": rnd["best"]["accuracy"], "gain_points": gain})  # fmt: skip
     return rows
 
 
