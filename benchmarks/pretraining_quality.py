@@ -11,12 +11,12 @@ Stages (each skips what is already on disk, so a stage can be rerun after a fail
 - prepare: WordPiece vocabulary trained on the five training files of the corpus (`bert tokenizer
   train`), dynamic-masking pretraining data from them and static data from corpus/heldout.txt.gz
   (`bert data pretraining`), and an SST-2 split held out from the train file (every 20th row).
-- pretrain: a 5-step probe measures the step time, then `bert pretrain` runs the number of steps
-  that fits in --minutes (so the LR schedule ends where the run ends); afterwards the final model
-  is evaluated on the whole held-out set. The recipe (--lr, --dropout) is kept in recipe.json and
-  the later stages read it there. Pretraining without dropout (the default) is about 25% faster on
-  these cores and loses nothing in a run far shorter than one epoch; fine-tuning always uses
-  BERT's usual dropout of 0.1, in both arms.
+- pretrain: a 30-step probe measures the step time (after 10 warm-up steps), then `bert pretrain`
+  runs the number of steps that fits in --minutes (so the LR schedule ends where the run ends);
+  afterwards the final model is evaluated on the whole held-out set. The recipe (--lr, --dropout)
+  is kept in recipe.json and the later stages read it there. Pretraining without dropout (the
+  default) is about 25% faster on these cores and loses nothing in a run far shorter than one
+  epoch; fine-tuning always uses BERT's usual dropout of 0.1, in both arms.
 - extend: resume the finished run with --resume for --minutes more (the LR schedule is recomputed
   for the new length, so the LR rises again: a warm restart), then re-evaluate on the held-out set.
 - finetune: `bert finetune classify` from the pretrained model and from a random initialisation
@@ -139,12 +139,12 @@ def pretrain(work: Path, minutes: float) -> None:
         if not (work / "probe.json").exists():
             probe = work / "probe"
             shutil.rmtree(probe, ignore_errors=True)
-            bert(*pretrain_args(work, probe, 6)[:-1], "--log-every", "1", "--eval-every", "1000", "--no-progress")
+            bert(*pretrain_args(work, probe, 30)[:-1], "--log-every", "1", "--eval-every", "1000", "--no-progress")
             records = [json.loads(line) for line in (probe / "metrics.jsonl").read_text().splitlines()]
-            train = [r for r in records if r["split"] == "train"]
+            train = [r for r in records if r["split"] == "train"][9:]  # the first steps are slower (warm-up)
             step_s = (train[-1]["elapsed_s"] - train[0]["elapsed_s"]) / (len(train) - 1)
-            # ~8% for the periodic evaluations and checkpoints.
-            max_steps = int(minutes * 60 / (step_s * 1.08))
+            # ~3% for the six evaluations (10 batches each) and checkpoints.
+            max_steps = int(minutes * 60 / (step_s * 1.03))
             print(f"probe: {step_s:.2f} s/step -> {max_steps} steps in {minutes} minutes", flush=True)
             (work / "probe.json").write_text(json.dumps({"step_s": step_s, "max_steps": max_steps}))
         max_steps = json.loads((work / "probe.json").read_text())["max_steps"]
