@@ -246,6 +246,51 @@ def few_shot_sweep(work: Path) -> list[dict]:
     return rows
 
 
+def cls_attention(work: Path, rows: int = 256) -> dict:
+    """How [CLS] spreads its attention over an SST-2 phrase, per layer, for both initialisations.
+
+    The classifier reads the pooled [CLS] vector, so a [CLS] that attends to one or two positions
+    hands the classifier little of the sentence. Entropy in nats, averaged over heads and phrases;
+    `uniform` is the entropy of attending evenly to every token.
+    """
+    from unittest import mock
+
+    import torch
+
+    from model import load_pretrained
+    from model.tokenizer import load_tokenizer
+
+    with (work / "sst2" / "heldout.tsv").open(encoding="utf-8") as f:
+        texts = [r[0] for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1 : rows + 1]]
+    encodings = load_tokenizer(work / "tok").encode_batch(texts)
+    T = max(len(e.ids) for e in encodings)
+    ids = torch.tensor([e.ids + [0] * (T - len(e.ids)) for e in encodings])  # (B, T)
+    mask = (ids != 0).long()
+    real = mask.bool()[:, None, :]  # (B, 1, T)
+    result = {"phrases": len(texts), "uniform_entropy": float(torch.log(mask.sum(1).float()).mean())}
+    softmax = torch.softmax
+    probs: list[torch.Tensor] = []
+
+    def keep(x, dim=None, **kwargs):
+        y = softmax(x, dim=dim, **kwargs)
+        if y.dim() == 4:
+            probs.append(y[:, :, 0, :])  # (B, heads, T): attention of [CLS]
+        return y
+
+    for name in ("pretrained_ft", "random_init"):
+        model = load_pretrained(work / name).eval()
+        model.bert.set_attention_implementation("eager")
+        probs.clear()
+        with torch.no_grad(), mock.patch.object(torch, "softmax", keep):
+            model(ids, attention_mask=mask)
+        result[name] = [
+            {"entropy": float(-(p.clamp_min(1e-12).log() * p).masked_fill(~real, 0).sum(-1).mean()),
+             "max_weight": float(p.max(-1).values.mean())}
+            for p in probs
+        ]  # fmt: skip
+    return result
+
+
 def report(work: Path) -> None:
     run = work / "run"
     run_json = json.loads((run / "run.json").read_text())
@@ -261,6 +306,7 @@ def report(work: Path) -> None:
     few = f"_{FEW_SHOT_ROWS}"
     gain_few = 100 * (ft["pretrained" + few]["accuracy"] - ft["random_init" + few]["accuracy"])
     shutil.copy2(run / "curves.png", RESULTS / "pretraining_quality_curves.png")
+    attention = cls_attention(work)
     payload = {
         "machine": machine(),
         "device": run_json["device"],
@@ -286,6 +332,7 @@ def report(work: Path) -> None:
             "gain_points_few_shot": gain_few,
             "few_shot_other_lrs": few_shot_sweep(work),
         },
+        "cls_attention": attention,
     }
     rows = [
         ["held-out MLM accuracy", f"{heldout['mlm_acc']:.4f}"],
@@ -303,6 +350,10 @@ def report(work: Path) -> None:
     for r in payload["finetune"]["few_shot_other_lrs"]:
         rows.append([f"{FEW_SHOT_ROWS} training rows at lr {r['lr']:g}: pretrained / random init / gain",
                      f"{r['pretrained']:.4f} / {r['random_init']:.4f} / {r['gain_points']:+.1f} points"])  # fmt: skip
+    for name in ("pretrained_ft", "random_init"):
+        per_layer = ", ".join(f"{a['entropy']:.2f}" for a in attention[name])
+        rows.append([f"[CLS] attention entropy per layer, {name.removesuffix('_ft')} (uniform: "
+                     f"{attention['uniform_entropy']:.2f} nats)", per_layer])  # fmt: skip
     table = (
         f"Pretraining `mini` for {wall / 60:.1f} min ({payload['steps']} steps x {BATCH_SIZE} x {SEQ_LEN}, "
         f"{run_json['precision']}, {run_json['device']['name']}); held-out = all {heldout['instances']} instances of "
