@@ -15,7 +15,7 @@ Stages (each skips what is already on disk, so a stage can be rerun after a fail
   runs the number of steps that fits in --minutes (so the LR schedule ends where the run ends);
   afterwards the final model is evaluated on the whole held-out set. The recipe (--lr, --dropout)
   is kept in recipe.json and the later stages read it there. Pretraining without dropout (the
-  default) is about 25% faster on these cores and, in a 250-step sweep, also reached a lower
+  default) is about 20% faster on these cores and, in a 250-step sweep, also reached a lower
   held-out MLM loss (an hour is about one pass over the data, with fresh masks each pass);
   fine-tuning always uses BERT's usual dropout of 0.1, in both arms.
 - extend: resume the finished run with --resume for --minutes more (the LR schedule is recomputed
