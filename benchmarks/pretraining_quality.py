@@ -106,9 +106,14 @@ def recipe(work: Path, **requested: float | None) -> dict:
         if clash:
             raise SystemExit(f"{work} was pretrained with {saved}; start a new --work for {clash}")
         return saved
-    chosen = {k: (requested.get(k) if requested.get(k) is not None else v) for k, v in RECIPE_DEFAULTS.items()}
-    path.write_text(json.dumps(chosen))
-    return chosen
+    run_json = work / "run" / "run.json"
+    if run_json.exists():  # pretrained before recipe.json existed: what the run itself recorded
+        run = json.loads(run_json.read_text())
+        found = {"lr": run["settings"]["lr"], "dropout": run["model_config"]["hidden_dropout_prob"]}
+    else:
+        found = {k: (requested.get(k) if requested.get(k) is not None else v) for k, v in RECIPE_DEFAULTS.items()}
+    path.write_text(json.dumps(found))
+    return recipe(work, **requested)
 
 
 def model_config(work: Path, dropout: float) -> Path:
