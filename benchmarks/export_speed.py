@@ -95,6 +95,24 @@ def _matmul_graph(m: int, k: int, n: int, integer: bool):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def session_options(threads: int, spinning: bool = True):
+    """`threads` intra-op threads, one inter-op thread; `spinning` False makes idle workers sleep."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
+def random_feeds(rng, vocab_size: int, batch: int, seq: int) -> dict[str, np.ndarray]:
+    """Unpadded random ids framed by [CLS] ... [SEP], one segment."""
+    ids = rng.integers(1000, vocab_size, (batch, seq)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
 def matmul_peaks(threads: int, repeats: int, spinning: bool) -> dict:
     """Best GFLOP/s (2*M*K*N per product) of fp32 and int8 matmuls on this machine, now.
 
@@ -104,9 +122,7 @@ def matmul_peaks(threads: int, repeats: int, spinning: bool) -> dict:
     import onnxruntime as ort
 
     shapes = [(1024, 1024, 1024), (4096, 384, 1536), (1024, 384, 384), (256, 384, 1536)]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options = session_options(threads, spinning)
     rng = np.random.default_rng(0)
     found = {"fp32_onnxruntime": 0.0, "fp32_numpy": 0.0, "int8_onnxruntime": 0.0}
     for m, k, n in shapes:
@@ -144,17 +160,13 @@ def kernel_seconds_by_op(model_path: Path, feeds: dict, threads: int, calls: int
 
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options = session_options(threads)
+    warm_calls = 2  # profiled too: the profiler cannot be switched on after the warm-up
     with tempfile.TemporaryDirectory(prefix="export-profile-") as scratch:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "profile")
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        session.run(None, feeds)
-        session.run(None, feeds)
-        warm_calls = 2
-        for _ in range(calls):
+        for _ in range(warm_calls + calls):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
     by_op: dict[str, float] = {}
@@ -193,10 +205,7 @@ def timing_session(model_path: Path, threads: int, spinning: bool):
     """An onnxruntime session with `threads` intra-op threads; `spinning` False makes idle workers sleep."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options = session_options(threads, spinning)
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -255,13 +264,7 @@ def main() -> int:
         rng = np.random.default_rng(0)
         for seq in args.seqs:
             for batch in args.batches:
-                ids = rng.integers(1000, config.vocab_size, (batch, seq)).astype(np.int64)
-                ids[:, 0], ids[:, -1] = 101, 102
-                feeds = {
-                    "input_ids": ids,
-                    "attention_mask": np.ones_like(ids),
-                    "token_type_ids": np.zeros_like(ids),
-                }
+                feeds = random_feeds(rng, config.vocab_size, batch, seq)
                 tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
 
                 def run_torch(t=tensors):
@@ -313,8 +316,7 @@ def main() -> int:
             r["fraction_of_own_peak"] = r["gflop_per_s"] / peaks["int8_peak" if "int8" in r["variant"] else "fp32_peak"]
         profiles = []
         for seq in args.seqs:
-            ids = rng.integers(1000, config.vocab_size, (8, seq)).astype(np.int64)
-            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            feeds = random_feeds(rng, config.vocab_size, 8, seq)
             by_op = kernel_seconds_by_op(paths["onnx fused"] / "model.onnx", feeds, args.threads, calls=10)
             profiles.append(fused_profile(config, by_op, 8, seq, peaks["fp32_peak"]))
             print(f"profile b8 t{seq}: {profiles[-1]}", flush=True)
