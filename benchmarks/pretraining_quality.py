@@ -5,6 +5,7 @@
     $Q pretrain --work $W --minutes 60 --lr 1e-3 --dropout 0
     $Q extend --work $W --max-steps 2700        # optional: more steps from the last checkpoint
     $Q finetune --work $W --few-shot-lrs 3e-4 1e-3
+    $Q heads --work $W                          # optional: pooled [CLS] vs mean-pooled classifier
     python benchmarks/pretraining_quality.py report --work $W
 
 Stages (each skips what is already on disk, so a stage can be rerun after a failure):
@@ -23,6 +24,9 @@ Stages (each skips what is already on disk, so a stage can be rerun after a fail
 - finetune: `bert finetune classify` from the pretrained model and from a random initialisation
   of the same architecture and vocabulary, same data and hyper-parameters; once with 24,000
   training rows and once with the first 2,000 of them.
+- heads: the low-resource arm (2,000 rows, 5 epochs, lr 3e-4) once more through a small loop, with
+  the classifier on the pooled [CLS] (as `bert finetune`) and on mean-pooled tokens, both arms:
+  does the pretrained model lose only because [CLS] attends to one token? (heads.json)
 - report: benchmarks/results/pretraining_quality.{json,md} and the curve PNG.
 """
 
@@ -251,6 +255,88 @@ def few_shot_sweep(work: Path) -> list[dict]:
     return rows
 
 
+HEADS_LR = 3e-4  # the best lr of the low-resource grid for both arms
+POOLING_NAMES = {"cls": "the pooled [CLS]", "mean": "mean-pooled tokens"}
+
+
+def _tsv(path: Path) -> tuple[list[str], list[int]]:
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def finetune_pooled(model_dir: Path, train: Path, heldout: Path, pooling: str, epochs: int, lr: float) -> dict:
+    """SST-2 fine-tuning with the classifier on the pooled [CLS] (`cls`, as BertForSequenceClassification)
+    or on the mean of the last layer over real tokens (`mean`, as sentence-transformers)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from tokenizers import Tokenizer
+
+    from model import load_pretrained
+    from training.optim import build_optimizer, build_scheduler
+    from training.tasks.common import pad_batch
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    encoder = load_pretrained(model_dir).bert
+    classifier = torch.nn.Linear(encoder.config.hidden_size, 2)
+    torch.nn.init.normal_(classifier.weight, std=encoder.config.initializer_range)
+    torch.nn.init.zeros_(classifier.bias)
+    model = torch.nn.ModuleDict({"encoder": encoder, "classifier": classifier, "dropout": torch.nn.Dropout(FT_DROPOUT)})
+
+    def logits(ids: list[list[int]]) -> torch.Tensor:
+        input_ids, mask = (torch.from_numpy(a) for a in pad_batch(ids, 0))  # (B, T) each
+        out = encoder(input_ids, mask, torch.zeros_like(input_ids))
+        if pooling == "cls":
+            vector = out.pooler_output  # (B, H)
+        else:
+            vector = (out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+        return classifier(model["dropout"](vector))  # (B, 2)
+
+    (texts, labels), (held_texts, held_labels) = _tsv(train), _tsv(heldout)
+    encode = lambda batch: [e.ids[: FT["max_seq_len"]] for e in tokenizer.encode_batch(batch)]  # noqa: E731
+    ids, held_ids = encode(texts), encode(held_texts)
+    batch_size = FT["batch_size"]
+    total = epochs * -(-len(ids) // batch_size)
+    optimizer = build_optimizer(model, lr, weight_decay=0.01)
+    scheduler = build_scheduler(optimizer, int(0.1 * total), total)
+    history = []
+    for _ in range(epochs):
+        model.train()
+        order = rng.permutation(len(ids))
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin : begin + batch_size]
+            loss = F.cross_entropy(logits([ids[i] for i in rows]), torch.tensor([labels[i] for i in rows]))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        model.eval()
+        with torch.no_grad():
+            predicted = torch.cat([logits(held_ids[b : b + 128]).argmax(-1) for b in range(0, len(held_ids), 128)])
+        history.append(float((predicted == torch.tensor(held_labels)).float().mean()))
+        print(f"{model_dir.name} {pooling}: epoch {len(history)} held-out accuracy {history[-1]:.4f}", flush=True)
+    return {"best": max(history), "history": history}
+
+
+def heads(work: Path) -> None:
+    """The low-resource arm with two classifier inputs, pooled [CLS] and mean pooling, for both inits."""
+    import torch
+
+    torch.set_num_threads(2)
+    pretrained, random_init = finetune_inits(work)
+    results = {"rows": FEW_SHOT_ROWS, "epochs": FEW_SHOT_EPOCHS, "lr": HEADS_LR}
+    for pooling in ("cls", "mean"):
+        for name, model_dir in (("pretrained", pretrained), ("random_init", random_init)):
+            results[f"{name}_{pooling}"] = finetune_pooled(model_dir, work / "sst2" / f"train_{FEW_SHOT_ROWS}.tsv",
+                                                           work / "sst2" / "heldout.tsv", pooling,
+                                                           FEW_SHOT_EPOCHS, HEADS_LR)  # fmt: skip
+    (work / "heads.json").write_text(json.dumps(results, indent=2))
+
+
 def cls_attention(work: Path, rows: int = 256) -> dict:
     """How [CLS] spreads its attention over an SST-2 phrase, per layer, for both initialisations.
 
@@ -339,6 +425,8 @@ def report(work: Path) -> None:
         },
         "cls_attention": attention,
     }
+    if (work / "heads.json").exists():
+        payload["finetune"]["heads"] = json.loads((work / "heads.json").read_text())
     rows = [
         ["held-out MLM accuracy", f"{heldout['mlm_acc']:.4f}"],
         ["held-out NSP accuracy", f"{heldout['nsp_acc']:.4f}"],
@@ -355,6 +443,12 @@ def report(work: Path) -> None:
     for r in payload["finetune"]["few_shot_other_lrs"]:
         rows.append([f"{FEW_SHOT_ROWS} training rows at lr {r['lr']:g}: pretrained / random init / gain",
                      f"{r['pretrained']:.4f} / {r['random_init']:.4f} / {r['gain_points']:+.1f} points"])  # fmt: skip
+    pooled = payload["finetune"].get("heads", {})
+    for pooling in ("cls", "mean") if pooled else ():
+        pre, rnd = pooled[f"pretrained_{pooling}"]["best"], pooled[f"random_init_{pooling}"]["best"]
+        rows.append([f"{FEW_SHOT_ROWS} rows, lr {pooled['lr']:g}, classifier on {POOLING_NAMES[pooling]} "
+                     "(heads stage): pretrained / random init / gain",
+                     f"{pre:.4f} / {rnd:.4f} / {100 * (pre - rnd):+.1f} points"])  # fmt: skip
     for name in ("pretrained_ft", "random_init"):
         per_layer = ", ".join(f"{a['entropy']:.2f}" for a in attention[name])
         rows.append([f"[CLS] attention entropy per layer, {name.removesuffix('_ft')} (uniform: "
@@ -370,7 +464,7 @@ def report(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "report"])
+    parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "heads", "report"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bertkit-quality"))
     parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
     parser.add_argument("--max-steps", type=int, help="extend: the step to resume up to (instead of --minutes)")
@@ -383,7 +477,7 @@ def main() -> int:
         recipe(args.work, lr=args.lr, dropout=args.dropout)
     {"prepare": lambda: prepare(args.work), "pretrain": lambda: pretrain(args.work, args.minutes),
      "extend": lambda: extend(args.work, args.minutes, args.max_steps),
-     "finetune": lambda: finetune(args.work, args.few_shot_lrs),
+     "finetune": lambda: finetune(args.work, args.few_shot_lrs), "heads": lambda: heads(args.work),
      "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
     return 0
 
