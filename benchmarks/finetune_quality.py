@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -434,6 +435,31 @@ def _train_loop(r: dict) -> str:
     return f"{ours:.0f} / {ref:.0f} ({ours / ref:.2f}x)"
 
 
+def seed_summaries(done: dict) -> list[str]:
+    """One line per configuration run with several seeds: mean metric per side, mean and s.d. of the paired delta."""
+    groups: dict[str, list[dict]] = {}
+    for name, r in done.items():
+        setting = "@".join(part for part in name.split("@") if not part.startswith("seed"))  # TASK[@override...]
+        groups.setdefault(setting, []).append(r)
+    lines = []
+    for setting, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        task = setting.split("@")[0]
+        main = MAIN[task]
+        points = [(_points(task, r["ours"]["metrics"][main]), _points(task, r["hf"]["metrics"][main])) for r in runs]
+        deltas = [ours - ref for ours, ref in points]
+        ratios = sorted(r["ours"]["seconds"] / r["hf"]["seconds"] for r in runs)
+        spread = statistics.stdev(deltas)
+        lines.append(
+            f"- {setting}, seeds {', '.join(str(r['config']['seed']) for r in runs)}: bertkit "
+            f"{statistics.mean(p[0] for p in points):.2f}, Trainer {statistics.mean(p[1] for p in points):.2f}, "
+            f"mean delta {statistics.mean(deltas):+.2f} (paired s.d. {spread:.2f}, standard error "
+            f"{spread / len(deltas) ** 0.5:.2f}); wall ratio {ratios[0]:.2f}x-{ratios[-1]:.2f}x"
+        )
+    return lines
+
+
 def write_report(results: dict, results_dir: Path) -> None:
     rows = []
     done = {name: r for name, r in results["tasks"].items() if "ours" in r and "hf" in r}
@@ -485,6 +511,9 @@ def write_report(results: dict, results_dir: Path) -> None:
         ", ".join(_commands(name, r) for name, r in done.items()) + ")",
         "",
         markdown_table(header, rows),
+        "Means over seeds (same configuration, `--seed N`):",
+        *(seed_summaries(done) or ["- none yet"]),
+        "",
         "Hyper-parameters (both sides): "
         + "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()) for name, r in done.items()),
         "",
