@@ -564,11 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     names = list(CONFIGS) if args.task == "all" else [args.task]
     sides = args.sides.split(",")
     for name in names:
-        cfg = CONFIGS[name] | COMMON  # everything both sides use
+        default = CONFIGS[name] | COMMON
+        cfg = dict(default)  # everything both sides use
         for key in ("train_limit", "eval_limit", "epochs", "lr", "batch_size", "seed"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
-        default = CONFIGS[name] | COMMON
         # TASK, or TASK@seedN / TASK@batch_size8 ...: a run with overrides never replaces the default's row
         result_key = name + "".join(f"@{key}{cfg[key]}" for key in sorted(cfg) if cfg[key] != default[key])
         if args.ours_model == "transformers":

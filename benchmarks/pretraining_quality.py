@@ -271,29 +271,30 @@ def finetune_pooled(model_dir: Path, train: Path, heldout: Path, pooling: str, e
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from tokenizers import Tokenizer
 
     from model import load_pretrained
+    from model.tokenizer import load_tokenizer
     from training.optim import build_optimizer, build_scheduler
     from training.tasks.common import pad_batch
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer = load_tokenizer(model_dir)
     encoder = load_pretrained(model_dir).bert
     classifier = torch.nn.Linear(encoder.config.hidden_size, 2)
     torch.nn.init.normal_(classifier.weight, std=encoder.config.initializer_range)
     torch.nn.init.zeros_(classifier.bias)
-    model = torch.nn.ModuleDict({"encoder": encoder, "classifier": classifier, "dropout": torch.nn.Dropout(FT_DROPOUT)})
+    dropout = torch.nn.Dropout(FT_DROPOUT)
+    model = torch.nn.ModuleDict({"encoder": encoder, "classifier": classifier, "dropout": dropout})
 
     def logits(ids: list[list[int]]) -> torch.Tensor:
-        input_ids, mask = (torch.from_numpy(a) for a in pad_batch(ids, 0))  # (B, T) each
+        input_ids, mask = (torch.from_numpy(a) for a in pad_batch(ids, tokenizer.pad_id))  # (B, T) each
         out = encoder(input_ids, mask, torch.zeros_like(input_ids))
         if pooling == "cls":
             vector = out.pooler_output  # (B, H)
         else:
             vector = (out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
-        return classifier(model["dropout"](vector))  # (B, 2)
+        return classifier(dropout(vector))  # (B, 2)
 
     (texts, labels), (held_texts, held_labels) = _tsv(train), _tsv(heldout)
     encode = lambda batch: [e.ids[: FT["max_seq_len"]] for e in tokenizer.encode_batch(batch)]  # noqa: E731
@@ -351,8 +352,7 @@ def cls_attention(work: Path, rows: int = 256) -> dict:
     from model import load_pretrained
     from model.tokenizer import load_tokenizer
 
-    with (work / "sst2" / "heldout.tsv").open(encoding="utf-8") as f:
-        texts = [r[0] for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1 : rows + 1]]
+    texts = _tsv(work / "sst2" / "heldout.tsv")[0][:rows]
     encodings = load_tokenizer(work / "tok").encode_batch(texts)
     T = max(len(e.ids) for e in encodings)
     ids = torch.tensor([e.ids + [0] * (T - len(e.ids)) for e in encodings])  # (B, T)
