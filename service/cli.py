@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli.args import CliError, run_cli
+from core.args import CliError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

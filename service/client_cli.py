@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 
 import httpx
 
-from cli.args import CliError, add_dataclass_arguments, run_cli
+from core.args import CliError, add_dataclass_arguments, run_cli
 from service.client import Client, ServiceError
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cli.args import parse_dataclass, run_cli
+from core.args import parse_dataclass, run_cli
 from service.bundle import (
     INPUT_NAMES,
     Bundle,

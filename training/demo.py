@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from cli.args import CliError, parse_dataclass, run_cli
+from core.args import CliError, parse_dataclass, run_cli
 from training import datasets
 
 PROG = "bert demo"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.args import CliError, parse_dataclass, run_cli
+from core.args import CliError, parse_dataclass, run_cli
 
 PROG = "bert evaluate"
 HEADS = {"classify": "sequence-classification", "ner": "token-classification", "qa": "question-answering"}

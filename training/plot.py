@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.args import parse_dataclass, run_cli
+from core.args import parse_dataclass, run_cli
 
 
 @dataclass

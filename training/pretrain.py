@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cli.args import parse_dataclass, run_cli
+from core.args import parse_dataclass, run_cli
 from training import checkpointing, distributed
 from training.device import DEVICES, PRECISIONS, autocast, grad_scaler, resolve_precision, select_device
 from training.optim import build_optimizer, build_scheduler

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.args import CliError, run_single_subcommand
+from core.args import CliError, run_single_subcommand
 from training.corpus import FORMATS
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.args import CliError, run_single_subcommand
+from core.args import CliError, run_single_subcommand
 from training.corpus import FORMATS, read_documents
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from cli.args import parse_dataclass, run_cli
+from core.args import parse_dataclass, run_cli
 from training.export.exporter import STEPS, export_bundle
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cli.args import parse_dataclass, run_cli
+from core.args import parse_dataclass, run_cli
 from training.finetune.settings import FinetuneSettings
 
 PROG = "bert finetune"

@@ -1,4 +1,4 @@
-"""Settings of `bert finetune`: one dataclass; the CLI is generated from it (cli/args.py)."""
+"""Settings of `bert finetune`: one dataclass; the CLI is generated from it (core/args.py)."""
 
 from __future__ import annotations
 
