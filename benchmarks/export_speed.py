@@ -243,7 +243,7 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from service.bundle import load_bundle
+    from core.bundle import load_bundle
 
     torch.set_num_threads(args.threads)
     if args.model is None:

@@ -342,7 +342,7 @@ def hf_conll(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
 def hf_squad(cfg, model_dir, tokenizer, train, evaluation, work) -> dict:
     from transformers import AutoModelForQuestionAnswering, default_data_collator
 
-    from service.postprocess.qa import best_answer_spans
+    from core.inference.qa import best_answer_spans
     from training.metrics.squad import squad_metrics
     from training.tasks.qa import QaTask
 

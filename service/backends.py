@@ -1,84 +1,51 @@
-"""onnxruntime backend: execution-provider choice with CPU fallback, padding, IO binding on CUDA.
+"""onnxruntime backend of the batcher: device choice with CPU fallback, variant choice, IO binding on CUDA.
 
-`open_model(path, ...)` picks the device (CUDA when onnxruntime-gpu sees a GPU, else CPU), the
-bundle variant that suits it (fp16 on CUDA, int8 on CPU, then fp32) and loads it; a CUDA provider
-that is missing or fails to start falls back to CPU with one warning line. `OnnxBackend` turns a
-batch of token sequences into padded int64 arrays, runs the session and splits the outputs per row.
+`open_model(path, ...)` picks the device (core.providers: CUDA when onnxruntime-gpu sees a GPU,
+else CPU), the bundle variant that suits it (fp16 on CUDA, int8 on CPU, then fp32) and loads it;
+a CUDA provider that is missing or fails to start falls back to CPU with one warning line.
+`OnnxBackend` pads a batch of token sequences, runs the session and splits the outputs per row
+(core.batches, the padding and splitting `bert evaluate` uses too).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.batches import ModelInput, pad_inputs, split_outputs
+from core.bundle import MANIFEST, TOKEN_LEVEL_TASKS, BundleError, is_bundle, read_manifest
+from core.providers import CPU, CUDA, available_providers, choose_device, session_providers
+
 log = logging.getLogger(__name__)
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-TOKEN_LEVEL_TASKS = ("token-classification", "question-answering", "fill-mask")
 # Variant preference per device when a directory holds several precisions of one model.
 PRECISION_PREFERENCE = {"cuda": ("fp16", "fp32", "int8"), "cpu": ("int8", "fp32", "fp16")}
 
 
-@dataclass
-class ModelInput:
-    """One tokenized sequence, specials included."""
-
-    ids: list[int]
-    type_ids: list[int] = field(default_factory=list)  # empty = all zeros
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def available_providers() -> list[str]:
-    try:
-        import onnxruntime
-    except ImportError:  # pragma: no cover - onnxruntime is a serve dependency
-        return []
-    return list(onnxruntime.get_available_providers())
-
-
-def choose_device(requested: str, available: list[str]) -> tuple[str, str | None]:
-    """("cuda" | "cpu", why CUDA is not used or None). `requested` is auto | cpu | cuda."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"provider must be auto, cpu or cuda; got {requested!r}")
-    if requested == "cpu":
-        return "cpu", None
-    if CUDA in available:
-        return "cuda", None
-    return "cpu", "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu on a machine with a GPU)"
-
-
-def session_providers(device: str) -> list:
-    return [CUDA, CPU] if device == "cuda" else [CPU]
-
-
 def _precision_of(bundle_dir: Path) -> str | None:
     try:
-        return json.loads((bundle_dir / "bundle.json").read_text(encoding="utf-8")).get("precision")
-    except (OSError, ValueError):
+        return read_manifest(bundle_dir).precision
+    except BundleError:
         return None
 
 
 def resolve_variant(path: Path, device: str, precision: str = "auto") -> Path:
     """`path` itself when it is a bundle, else the sub-directory bundle whose precision suits `device`."""
     path = Path(path)
-    if (path / "bundle.json").is_file():
+    if is_bundle(path):
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"bundle directory {path} does not exist")
     variants: dict[str, Path] = {}
-    for sub in sorted(p for p in path.iterdir() if (p / "bundle.json").is_file()):
+    for sub in sorted(p for p in path.iterdir() if is_bundle(p)):
         variants.setdefault(_precision_of(sub) or sub.name, sub)
     if not variants:
-        raise FileNotFoundError(f"{path} holds no bundle.json and no bundle sub-directories")
+        raise FileNotFoundError(f"{path} holds no {MANIFEST} and no bundle sub-directories")
     wanted = PRECISION_PREFERENCE[device] if precision == "auto" else (precision,)
     for name in wanted:
         if name in variants:
@@ -104,7 +71,7 @@ def open_model(
 ) -> OpenedModel:
     """Load one bundle on the best device; CUDA trouble falls back to CPU with one warning line."""
     if loader is None:
-        from service.bundle import load_bundle as loader
+        from core.bundle import load_bundle as loader
     available = available_providers() if available is None else available
     device, reason = choose_device(provider, available)
     if provider == "cuda" and reason:
@@ -142,33 +109,10 @@ class OnnxBackend:
             self.input_names = [i.name for i in session.get_inputs()]
             self.output_names = [o.name for o in session.get_outputs()]
 
-    def feeds(self, batch: list[ModelInput]) -> dict[str, np.ndarray]:
-        longest = max(len(x) for x in batch)
-        ids = np.full((len(batch), longest), self.pad_id, dtype=np.int64)  # (B, T)
-        mask = np.zeros((len(batch), longest), dtype=np.int64)  # (B, T)
-        types = np.zeros((len(batch), longest), dtype=np.int64)  # (B, T)
-        for row, x in enumerate(batch):
-            n = len(x.ids)
-            ids[row, :n] = x.ids
-            mask[row, :n] = 1
-            if x.type_ids:
-                types[row, :n] = x.type_ids
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
     def run(self, batch: list[ModelInput]) -> list[dict[str, np.ndarray]]:
-        feeds = self.feeds(batch)
+        feeds = pad_inputs(batch, self.pad_id)
         outputs = self._run_iobinding(feeds) if self._session is not None else self.bundle.run(feeds)
-        rows = []
-        for row, x in enumerate(batch):
-            out = {}
-            for name, value in outputs.items():
-                value = np.asarray(value)
-                if value.dtype != np.float32 and np.issubdtype(value.dtype, np.floating):
-                    value = value.astype(np.float32)  # fp16 bundles: post-processing works in fp32
-                # token-level outputs (B, T, ...) are cut back to the row's own length
-                out[name] = value[row, : len(x)] if self.token_level and value.ndim >= 2 else value[row]
-            rows.append(out)
-        return rows
+        return split_outputs(outputs, [len(x) for x in batch], self.token_level)
 
     def _run_iobinding(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """CUDA: inputs copied to the device once, outputs allocated there by onnxruntime, then fetched."""

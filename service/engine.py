@@ -1,8 +1,9 @@
 """Per-model engines: tokenize off the event loop, queue through the model's batcher, post-process.
 
 Route handlers call `ModelEngine.classify / ner / qa / embed / fill_mask / tokenize` and get plain
-dicts matching `service.schemas`; everything that touches the model lives here or in
-`service.postprocess`.
+dicts matching `service.schemas`. Pre- and post-processing (tokenization, NER and QA windows,
+softmax, window merging, entity aggregation, answer search) are core.inference's, the code
+`bert evaluate` scores with; this module only queues the model inputs and shapes the answers.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from core.batches import ModelInput
+from core.inference.classify import classify as classify_logits
+from core.inference.classify import encode_classify, softmax
+from core.inference.ner import aggregate, encode_ner, merge_outputs
+from core.inference.qa import QaWindows, answer_windows, encode_qa, model_inputs
 from model.tokenizer import BertTokenizer
-from service.backends import ModelInput
 from service.batching import (
     Batcher,
     BatcherClosedError,
@@ -35,10 +40,6 @@ from service.errors import (
     UnavailableError,
 )
 from service.metrics import Metrics
-from service.postprocess import best_answer_spans
-from service.postprocess.classify import classify as classify_logits
-from service.postprocess.classify import softmax
-from service.postprocess.ner import Token, aggregate, merge_windows, window_spans
 
 TASK_ROUTES = {
     "sequence-classification": "/v1/classify",
@@ -81,6 +82,8 @@ class ModelEngine:
         self.labels: list[str] | None = list(bundle.labels) if bundle.labels else None
         self.max_seq_len: int = int(bundle.max_seq_len)
         self.problem_type = getattr(bundle, "problem_type", None)
+        manifest = getattr(bundle, "manifest", None)
+        self.bundle_task_config: dict = dict(getattr(manifest, "task_config", None) or {})  # strides of fine-tuning
         self.batcher = batcher
         self.device = device
         self._pool = tokenize_pool
@@ -146,20 +149,19 @@ class ModelEngine:
     # --- tasks ---------------------------------------------------------------------------------
 
     async def classify(self, inputs: list, top_k: int | None, truncate: bool, deadline: Deadline) -> list[list[dict]]:
-        pairs = [tuple(x) if isinstance(x, list | tuple) else x for x in inputs]
         max_length = self.max_seq_len if truncate else None
-        encodings = await self._tokenize(lambda tok: tok.encode_batch(pairs, max_length=max_length))
+        encodings, model_inputs = await self._tokenize(lambda tok: encode_classify(tok, inputs, max_length))
         for i, enc in enumerate(encodings):
             self._check_length(f"inputs[{i}]", len(enc), truncate_hint=True)
-        outputs = await self.infer([ModelInput(e.ids, e.type_ids) for e in encodings], deadline)
+        outputs = await self.infer(model_inputs, deadline)
         return [classify_logits(o["logits"], self.labels, self.problem_type, top_k) for o in outputs]
 
     async def embed(self, inputs: list[str], normalize: bool, truncate: bool, deadline: Deadline) -> list[list[float]]:
         max_length = self.max_seq_len if truncate else None
-        encodings = await self._tokenize(lambda tok: tok.encode_batch(inputs, max_length=max_length))
+        encodings, model_inputs = await self._tokenize(lambda tok: encode_classify(tok, inputs, max_length))
         for i, enc in enumerate(encodings):
             self._check_length(f"inputs[{i}]", len(enc), truncate_hint=True)
-        outputs = await self.infer([ModelInput(e.ids, e.type_ids) for e in encodings], deadline)
+        outputs = await self.infer(model_inputs, deadline)
         vectors = []
         for o in outputs:
             v = np.asarray(o["embeddings"], dtype=np.float64)
@@ -171,68 +173,38 @@ class ModelEngine:
     async def ner(
         self, texts: list[str], strategy: str, ignore_labels: list[str] | None, stride: int | None, deadline: Deadline
     ) -> list[list[dict]]:
-        window = self.max_seq_len - 2  # content tokens per window: [CLS] ... [SEP]
-        stride = window // 4 if stride is None else min(stride, window - 1)
-        encodings = await self._tokenize(lambda tok: tok.encode_batch(texts))
-        cls_id, sep_id, unk_id = self.tokenizer.cls_id, self.tokenizer.sep_id, self.tokenizer.unk_id
-        per_text = []  # (tokens, spans)
-        inputs: list[ModelInput] = []
-        for enc in encodings:
-            content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
-            tokens = [
-                Token(enc.offsets[i][0], enc.offsets[i][1], enc.word_ids[i], enc.tokens[i], enc.ids[i] == unk_id)
-                for i in content
-            ]
-            spans = window_spans(len(tokens), window, stride) if tokens else []
-            ids = [enc.ids[i] for i in content]
-            inputs += [ModelInput([cls_id] + ids[s:e] + [sep_id]) for s, e in spans]
-            per_text.append((tokens, spans))
-        outputs = iter(await self.infer(inputs, deadline))
-        results = []
-        for text, (tokens, spans) in zip(texts, per_text):
-            if not tokens:
-                results.append([])
-                continue
-            window_logits = [next(outputs)["logits"][1:-1] for _ in spans]  # drop [CLS] / [SEP] rows
-            logits = merge_windows(len(tokens), spans, window_logits)
-            results.append(aggregate(text, tokens, logits, self.labels, strategy, ignore_labels))
-        return results
+        if stride is None:
+            stride = self.bundle_task_config.get("doc_stride")
+        inputs, plans = await self._tokenize(lambda tok: encode_ner(tok, texts, self.max_seq_len, stride))
+        outputs = await self.infer(inputs, deadline)
+        return [
+            aggregate(text, plan.tokens, logits, self.labels, strategy, ignore_labels) if plan.tokens else []
+            for text, plan, logits in zip(texts, plans, merge_outputs(plans, outputs))
+        ]
 
     async def qa(
         self,
         pairs: list[tuple[str, str]],
         top_k: int,
         max_answer_len: int,
-        doc_stride: int,
+        doc_stride: int | None,
         handle_impossible: bool,
         deadline: Deadline,
     ) -> list[list[dict]]:
-        def encode(tok: BertTokenizer):
-            windows = []
-            for i, (question, context) in enumerate(pairs):
-                question_len = len(tok.encode(question)) - 2
-                room = self.max_seq_len - question_len - 3  # [CLS] q [SEP] context [SEP]
-                if room < 8:
-                    raise InvalidInputError(
-                        f"inputs[{i}].question",
-                        f"has {question_len} tokens, too long for model {self.name!r} "
-                        f"(max_seq_len {self.max_seq_len}); shorten it",
-                    )
-                stride = min(doc_stride, room // 2)
-                windows.append(tok.encode_windows(question, context, max_length=self.max_seq_len, stride=stride))
-            return windows
-
-        windows_per_pair = await self._tokenize(encode)
-        inputs = [ModelInput(w.ids, w.type_ids) for windows in windows_per_pair for w in windows]
-        outputs = iter(await self.infer(inputs, deadline))
+        windows = QaWindows.from_task_config(self.max_seq_len, self.bundle_task_config)
+        if doc_stride is not None:
+            windows = QaWindows(windows.max_seq_len, doc_stride, windows.max_query_len)
+        try:
+            windows.check()
+        except ValueError as err:
+            raise InvalidInputError("doc_stride", f"cannot be used with model {self.name!r}: {err}") from None
+        encoded = await self._tokenize(lambda tok: encode_qa(tok, pairs, windows))
+        outputs = iter(await self.infer(model_inputs(encoded), deadline))
         results = []
-        for (_, context), windows in zip(pairs, windows_per_pair):
-            rows = [next(outputs) for _ in windows]
-            found = best_answer_spans(
-                [r["start_logits"] for r in rows],
-                [r["end_logits"] for r in rows],
-                [w.offsets for w in windows],
-                [w.sequence_ids for w in windows],
+        for (_, context), pair_windows in zip(pairs, encoded):
+            found = answer_windows(
+                pair_windows,
+                [next(outputs) for _ in pair_windows],
                 context,
                 top_k=top_k + 5,
                 max_answer_len=max_answer_len,

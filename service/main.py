@@ -242,7 +242,7 @@ def _telemetry_option(enabled: bool) -> dict:
 
 
 def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
-    """Build the app; `loader` replaces `service.bundle.load_bundle` (tests)."""
+    """Build the app; `loader` replaces `core.bundle.load_bundle` (tests)."""
     settings = settings or ServiceSettings()
     configure_logging(settings.log_level)
     state = AppState(settings)

@@ -100,7 +100,10 @@ class NerRequest(_Request):
     )
     ignore_labels: list[str] | None = Field(None, description='Entity groups to leave out; default ["O"].')
     stride: int | None = Field(
-        None, ge=0, description="Tokens shared by consecutive windows of a long input; default: a quarter window."
+        None,
+        ge=0,
+        description="Tokens shared by consecutive windows of a long input; default: the model's fine-tuning "
+        "stride (as `bert evaluate` uses), else a quarter window.",
     )
 
 
@@ -163,7 +166,12 @@ class QaRequest(_Request):
     inputs: QaPair | Annotated[list[QaPair], Field(min_length=1)]
     top_k: int = Field(1, ge=1, le=100, description="Answers per question; more than 1 returns a list.")
     max_answer_len: int = Field(30, ge=1, le=512, description="Longest answer in tokens.")
-    doc_stride: int = Field(128, ge=0, description="Tokens shared by consecutive windows of a long context.")
+    doc_stride: int | None = Field(
+        None,
+        ge=0,
+        description="Tokens shared by consecutive windows of a long context; default: the model's fine-tuning "
+        "doc stride (as `bert evaluate` uses), else 128.",
+    )
     handle_impossible_answer: bool = Field(False, description="Allow the empty answer (SQuAD 2.0 models).")
 
 

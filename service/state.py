@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.bundle import check_bundle
 from service.backends import OnnxBackend, open_model, warmup_batches
 from service.batching import Batcher, BatchingConfig
 from service.config import ServiceSettings
@@ -118,10 +119,11 @@ class AppState:
         except (OSError, ValueError) as err:
             raise BundleRefusedError(f"bundle {path} refused: {err}") from None
         bundle = opened.bundle
-        if s.verify_bundles and loader is None:
-            problem = verify_problem(opened.path, list(bundle.providers))
-            if problem:
-                raise BundleRefusedError(f"bundle {opened.path} refused by verify: {problem}")
+        if s.verify_bundles and loader is None:  # on the bundle just loaded: hashed once, one session
+            try:
+                check_bundle(bundle)
+            except (OSError, ValueError) as err:  # BundleError is a ValueError naming the file or field at fault
+                raise BundleRefusedError(f"bundle {opened.path} refused by verify: {_first_line(err)}") from None
         if bundle.max_seq_len > s.max_batch_tokens:
             log.warning(
                 "bundle %s: max_seq_len %d exceeds max_batch_tokens %d; its longest inputs run one per batch",
@@ -152,12 +154,5 @@ class AppState:
             self.tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def verify_problem(path: Path, providers: list[str]) -> str | None:
-    """Why `bert verify` rejects the bundle at `path` (None when it passes)."""
-    from service.verify import verify_bundle
-
-    try:
-        verify_bundle(path, providers=providers)
-    except (OSError, ValueError) as err:  # BundleError is a ValueError naming the file or field at fault
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
-    return None
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -103,22 +103,21 @@ def _model_info(directory: Path) -> dict:
     }
 
 
-def load_predictor(settings: EvaluateSettings):
-    """(task, tokenizer, predictor, kind) for a bundle directory or a model directory."""
-    from training.finetune.predictor import BundlePredictor, TorchPredictor
+def load_backend(settings: EvaluateSettings):
+    """(task, tokenizer, backend, kind) for a bundle directory or a model directory."""
+    from core.bundle import is_bundle, load_bundle
+    from training.finetune.predictor import TorchBackend
 
     path = Path(settings.model)
     if not path.exists():
         raise FileNotFoundError(f"model {path} does not exist")
-    if (path / "bundle.json").exists():
-        from service.bundle import load_bundle
-
+    if is_bundle(path):
         bundle = load_bundle(path)
         # task.json settings (doc_stride, text columns, tag scheme...) travel under task_config;
         # the manifest's own fields (task, labels, max_seq_len) win where both have a value.
-        info = {**(bundle.manifest.get("task_config") or {}), **bundle.manifest}
+        info = {**bundle.manifest.task_config, **bundle.manifest.raw}
         task = _task_from_info(info, settings)
-        return task, bundle.tokenizer, BundlePredictor(bundle), f"bundle ({bundle.precision})"
+        return task, bundle.tokenizer, bundle, f"bundle ({bundle.precision})"
     import torch
 
     from model import load_pretrained
@@ -133,13 +132,14 @@ def load_predictor(settings: EvaluateSettings):
         task.labels = labels
     device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    return task, load_tokenizer(directory), TorchPredictor(model, device), "torch"
+    return task, load_tokenizer(directory), TorchBackend(model, device), "torch"
 
 
 def evaluate(settings: EvaluateSettings) -> dict:
+    from core.bundle import TOKEN_LEVEL_TASKS
     from training.finetune.predictor import predict_features
 
-    task, tokenizer, predictor, kind = load_predictor(settings)
+    task, tokenizer, backend, kind = load_backend(settings)
     examples, problems = task.read(settings.data, for_training=False)
     if hasattr(task, "drop_unknown_labels"):
         examples = task.drop_unknown_labels(examples, problems)
@@ -149,7 +149,8 @@ def evaluate(settings: EvaluateSettings) -> dict:
         raise ValueError(f"{settings.data}: no usable examples ({len(problems)} skipped)")
     features = task.features(examples, tokenizer)
     started = time.perf_counter()
-    outputs = predict_features(predictor, features, tokenizer.pad_id, settings.batch_size)
+    token_level = task.head in TOKEN_LEVEL_TASKS
+    outputs = predict_features(backend, features, tokenizer.pad_id, token_level, settings.batch_size)
     seconds = time.perf_counter() - started
     metrics = task.score(examples, features, outputs)
     metrics.update(

@@ -133,7 +133,7 @@ def inference(bundles: dict[str, Path], dry: bool) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from service.bundle import load_bundle
+    from core.bundle import load_bundle
 
     available = ort.get_available_providers()
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else None

@@ -1,8 +1,19 @@
-"""Sequence-classification post-processing: logits -> sorted `{label, score}` lists."""
+"""Sequence classification: texts (or pairs) -> model inputs, and logits -> sorted `{label, score}` lists."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from core.batches import ModelInput
+
+
+def encode_classify(tokenizer, inputs: Sequence, max_length: int | None) -> tuple[list, list[ModelInput]]:
+    """(encodings, model inputs) of texts or (text, text_pair) pairs, cut to `max_length` (None: not cut)."""
+    pairs = [tuple(x) if isinstance(x, list | tuple) else x for x in inputs]
+    encodings = tokenizer.encode_batch(pairs, max_length=max_length)
+    return encodings, [ModelInput(e.ids, e.type_ids) for e in encodings]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -9,15 +9,19 @@ the pipeline's `len(token) != len(text[start:end])` test approximates.
 
 Long inputs are split into overlapping windows (`window_spans`); every token takes its scores
 from the window where it sits farthest from an edge (`merge_windows`), so no entity is cut.
+`encode_ner` and `merge_outputs` are the whole path from texts to per-token logits: the service
+aggregates them into entities, evaluation reads each word's tag off its first token (`word_tags`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.postprocess.classify import label_names, softmax
+from core.batches import ModelInput
+from core.inference.classify import label_names, softmax
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -47,6 +51,78 @@ def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int
         if end == n_tokens:
             return spans
         start += step
+
+
+@dataclass
+class NerPlan:
+    """One text's content tokens (no specials) and the windows its model inputs cover."""
+
+    tokens: list[Token]
+    spans: list[tuple[int, int]]
+
+
+def default_stride(max_seq_len: int) -> int:
+    """Tokens shared by consecutive windows when neither the bundle nor the request sets it."""
+    return (max_seq_len - 2) // 4
+
+
+def encode_ner(
+    tokenizer, texts: Sequence[str], max_seq_len: int, stride: int | None = None
+) -> tuple[list[ModelInput], list[NerPlan]]:
+    """Model inputs ([CLS] window [SEP], windows in text order) and one plan per text."""
+    window = max_seq_len - 2  # content tokens per window: [CLS] ... [SEP]
+    stride = default_stride(max_seq_len) if stride is None else min(stride, window - 1)
+    cls_id, sep_id, unk_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id
+    inputs: list[ModelInput] = []
+    plans = []
+    for enc in tokenizer.encode_batch(list(texts)):
+        content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
+        tokens = [
+            Token(enc.offsets[i][0], enc.offsets[i][1], enc.word_ids[i], enc.tokens[i], enc.ids[i] == unk_id)
+            for i in content
+        ]
+        spans = window_spans(len(tokens), window, stride) if tokens else []
+        ids = [enc.ids[i] for i in content]
+        inputs += [ModelInput([cls_id] + ids[s:e] + [sep_id]) for s, e in spans]
+        plans.append(NerPlan(tokens, spans))
+    return inputs, plans
+
+
+def merge_outputs(plans: Sequence[NerPlan], outputs: Sequence[dict]) -> list[np.ndarray]:
+    """Per text, (n_tokens, num_labels) logits merged over its windows; `outputs` in input order."""
+    rows = iter(outputs)
+    merged = []
+    for plan in plans:
+        window_logits = [next(rows)["logits"][1:-1] for _ in plan.spans]  # drop [CLS] / [SEP] rows
+        if not plan.tokens:
+            merged.append(np.zeros((0, 0), dtype=np.float32))
+            continue
+        merged.append(merge_windows(len(plan.tokens), plan.spans, window_logits))
+    return merged
+
+
+def join_words(words: Sequence[str]) -> tuple[str, list[int]]:
+    """Pre-split words (CoNLL) as one text, blank-separated, and each word's character offset in it."""
+    starts, position = [], 0
+    for word in words:
+        starts.append(position)
+        position += len(word) + 1
+    return " ".join(words), starts
+
+
+def word_tags(plan: NerPlan, logits: np.ndarray, word_starts: Sequence[int], labels: Sequence[str]) -> list[str]:
+    """One tag per word: the argmax of the word's first token (the token that starts at the word's offset).
+
+    A word no token starts at (all its characters dropped by the normaliser) is tagged "O".
+    """
+    first_token = {}
+    for i, token in enumerate(plan.tokens):
+        first_token.setdefault(token.start, i)
+    tags = []
+    for start in word_starts:
+        i = first_token.get(start)
+        tags.append("O" if i is None else labels[int(np.argmax(logits[i]))])
+    return tags
 
 
 def merge_windows(n_tokens: int, spans: list[tuple[int, int]], window_logits: list[np.ndarray]) -> np.ndarray:

@@ -16,6 +16,10 @@ Two scores per span:
 Call `best_answer_spans(start_logits, end_logits, offsets, sequence_ids, context)` with one
 entry per window (the `Encoding.offsets` / `Encoding.sequence_ids` of that window); logits
 longer than the window (a padded batch row) are cut to the window's length.
+
+`encode_qa` makes those windows ([CLS] question [SEP] context-window [SEP], the question cut to
+`max_query_len` tokens, windows sharing `doc_stride` tokens) for training, evaluation and the
+service alike, and `answer_windows` runs the search over one pair's model outputs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from core.batches import ModelInput
+
+MIN_CONTEXT_TOKENS = 8  # a window must leave at least this much room for the context
 
 
 @dataclass
@@ -127,3 +135,60 @@ def best_answer_spans(
         result.is_impossible = True
     result.answer = "" if result.is_impossible else spans[0].text
     return result
+
+
+@dataclass(frozen=True)
+class QaWindows:
+    """How a (question, context) pair is cut into model inputs; the bundle's task_config sets it."""
+
+    max_seq_len: int = 384
+    doc_stride: int = 128  # context tokens shared by consecutive windows
+    max_query_len: int = 64  # question tokens kept
+
+    @classmethod
+    def from_task_config(cls, max_seq_len: int, task_config: dict) -> QaWindows:
+        """The windows the model was fine-tuned with; a short model without a record keeps half for the question."""
+        query = task_config.get("max_query_len") or min(cls.max_query_len, (max_seq_len - 3) // 2)
+        return cls(max_seq_len, int(task_config.get("doc_stride") or cls.doc_stride), int(query))
+
+    def check(self) -> None:
+        if self.max_seq_len - self.max_query_len - 3 < MIN_CONTEXT_TOKENS:
+            raise ValueError(
+                f"max_seq_len {self.max_seq_len} leaves too little room after a {self.max_query_len}-token question"
+            )
+
+
+def cut_question(tokenizer, question: str, max_query_len: int) -> str:
+    """The question without leading blanks, cut to `max_query_len` tokens at a token's character end."""
+    question = question.lstrip()
+    offsets = tokenizer.backend.encode(question, add_special_tokens=False).offsets
+    return question[: offsets[max_query_len - 1][1]] if len(offsets) > max_query_len else question
+
+
+def encode_qa(tokenizer, pairs: Sequence[tuple[str, str]], windows: QaWindows) -> list[list]:
+    """Per (question, context) pair, its windows (model.tokenizer Encodings) in context order."""
+    windows.check()
+    out = []
+    for question, context in pairs:
+        question = cut_question(tokenizer, question, windows.max_query_len)
+        room = windows.max_seq_len - len(tokenizer.backend.encode(question, add_special_tokens=False).ids) - 3
+        stride = min(windows.doc_stride, room // 2)
+        out.append(tokenizer.encode_windows(question, context, max_length=windows.max_seq_len, stride=stride))
+    return out
+
+
+def model_inputs(encoded: Sequence[list]) -> list[ModelInput]:
+    return [ModelInput(w.ids, w.type_ids) for pair_windows in encoded for w in pair_windows]
+
+
+def answer_windows(pair_windows: list, outputs: Sequence[dict], context: str, top_k: int = 1, **search) -> QAResult:
+    """`best_answer_spans` over one pair's windows and their model outputs."""
+    return best_answer_spans(
+        [o["start_logits"] for o in outputs],
+        [o["end_logits"] for o in outputs],
+        [w.offsets for w in pair_windows],
+        [w.sequence_ids for w in pair_windows],
+        context,
+        top_k=top_k,
+        **search,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.postprocess.classify import classify, label_names, sigmoid, softmax
+from core.inference.classify import classify, label_names, sigmoid, softmax
 
 
 def test_softmax_sorted_and_top_k():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.postprocess.ner import Token, aggregate, merge_windows, window_spans
+from core.inference.ner import Token, aggregate, merge_windows, window_spans
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 TEXTS = [

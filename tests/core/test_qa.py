@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.postprocess.qa import best_answer_spans
+from core.inference.qa import best_answer_spans
 
 CONTEXT = "Paris is the capital of France."
 # tokens: [CLS] what ? [SEP] paris is the capital of france . [SEP]

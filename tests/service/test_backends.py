@@ -50,7 +50,7 @@ def logs():
 
 
 class FakeLoader:
-    """Stands in for service.bundle.load_bundle; `cuda` decides what a CUDA session does."""
+    """Stands in for core.bundle.load_bundle; `cuda` decides what a CUDA session does."""
 
     def __init__(self, cuda: str = "works"):
         self.cuda = cuda

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from service.bundle import BundleError, load_bundle, read_manifest
+from core.bundle import BundleError, load_bundle, read_manifest
 from tests.helpers.bundles import make_tiny_bundle
 
 
@@ -126,7 +126,7 @@ def test_loads_without_torch(bundle_dir):
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
         "import numpy as np\n"
-        "from service.bundle import load_bundle\n"
+        "from core.bundle import load_bundle\n"
         f"b = load_bundle({str(bundle_dir)!r})\n"
         "print(b.run({'input_ids': np.array([[2, 10, 3]])})['logits'].shape)\n"
     )

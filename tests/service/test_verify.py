@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from service.bundle import BundleError
+from core.bundle import BundleError
 from service.verify import main, verify_bundle
 from tests.helpers.bundles import make_tiny_bundle
 

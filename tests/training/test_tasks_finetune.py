@@ -87,7 +87,8 @@ def test_subtoken_alignment_first_and_all(tokenizer):
     tokens = [tokenizer.id_to_token(i) for i in feature["input_ids"]]
     assert tokens == ["[CLS]", "bob", "lives", "in", "am", "##ster", "##dam", "[SEP]"]
     assert feature["label_ids"] == [IGNORE, 3, 0, 0, 1, IGNORE, IGNORE, IGNORE]
-    assert feature["word_index"] == [-1, 0, 1, 2, 3, -1, -1, -1]
+    starts = [t.start for t in feature["plan"].tokens]  # "bob lives in amsterdam": am|ster|dam at 13, 15, 19
+    assert starts == [0, 4, 10, 13, 15, 19] and feature["word_starts"] == [0, 4, 10, 13]
     task.label_all_subtokens = True
     (feature,) = task.features([sentence], tokenizer)
     assert feature["label_ids"] == [IGNORE, 3, 0, 0, 1, 2, 2, IGNORE]
@@ -100,28 +101,31 @@ def test_long_sentence_windows_cover_every_word_and_merge(tokenizer):
     features = task.features([Sentence(words, tags, "line 1")], tokenizer)
     assert len(features) > 1
     assert all(len(f["input_ids"]) <= 10 for f in features)
-    windows = [f["window"] for f in features]
+    windows = features[0]["plan"].spans
+    assert (
+        [f["plan"] for f in features] == [features[0]["plan"]] * len(features) == [features[0]["plan"]] * len(windows)
+    )
     assert windows[0][0] == 0 and windows[-1][1] == 20
     assert all(b[0] < a[1] for a, b in zip(windows, windows[1:]))  # consecutive windows overlap
-    covered = {w for f in features for w in f["word_index"] if w >= 0}
-    assert covered == set(range(20))
-    # Logits that predict the gold tag in the window where the word is most central, "O" elsewhere:
+
+    def context(position, start, end):  # distance to the nearest cut edge (the sentence's own ends are none)
+        left = position - start if start > 0 else 20
+        right = end - 1 - position if end < 20 else 20
+        return min(left, right)
+
+    # Logits that predict the gold tag in the window where the token has the most context, "O" elsewhere:
     # merging must pick exactly those.
     outputs = []
-    for f in features:
-        start, end = f["window"]
+    for f, (start, end) in zip(features, windows):
         logits = np.zeros((len(f["input_ids"]), 5))
-        for position, word in enumerate(f["word_index"]):
-            if word < 0:
-                continue
-            sub = start + position - 1
-            margin = min(sub - start, end - 1 - sub)
-            best = max(min(word - s, e - 1 - word) for s, e in windows if s <= word < e)
-            logits[position, f["label_ids"][position] if margin == best else 0] = 1.0
+        for position in range(start, end):
+            best = max(context(position, s, e) for s, e in windows if s <= position < e)
+            row = position - start + 1  # after [CLS]
+            logits[row, f["label_ids"][row] if context(position, start, end) == best else 0] = 1.0
         outputs.append({"logits": logits})
-    merged = task.merge_windows([Sentence(words, tags, "line 1")], features, outputs)
-    assert merged == [tags]
-    assert task.score([Sentence(words, tags, "line 1")], features, outputs)["f1"] == 1.0
+    sentence = Sentence(words, tags, "line 1")
+    assert task.predictions([sentence], features, outputs) == [tags]
+    assert task.score([sentence], features, outputs)["f1"] == 1.0
 
 
 # --- classification --------------------------------------------------------------------------------
@@ -196,11 +200,11 @@ def test_qa_windows_and_targets(tmp_path, tokenizer):
     found = [f for f in features if f["start_position"] > 0]
     assert found, "the window holding the answer has a non-[CLS] target"
     for f in found:
-        start, end = f["offsets"][f["start_position"]][0], f["offsets"][f["end_position"]][1]
+        start, end = f["window"].offsets[f["start_position"]][0], f["window"].offsets[f["end_position"]][1]
         assert context[start:end] == "paris"
     assert all((f["start_position"], f["end_position"]) == (0, 0) for f in features if f not in found)
     # the question is cut to max_query_len tokens
-    assert all(sum(1 for s in f["sequence_ids"] if s == 0) <= 6 for f in features)
+    assert all(sum(1 for s in f["window"].sequence_ids if s == 0) <= 6 for f in features)
 
 
 def _empty(tmp_path):

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
+from core.batches import ModelInput, predict_inputs
+from core.bundle import TOKEN_LEVEL_TASKS
 from training.export.parity import Runner
 from training.export.source import ModelSource
 
@@ -44,31 +47,10 @@ def _task_object(source: ModelSource):
     return cls(**kwargs)
 
 
-TOKEN_LEVEL_TASKS = ("token-classification", "question-answering", "fill-mask")
-
-
-def run_features(run: Runner, features: list[dict], pad_id: int, limit: int, token_level: bool) -> list[dict]:
-    """Outputs for each feature (token-level ones cut to its length); batches group similar lengths."""
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    outputs: list[dict | None] = [None] * len(features)
-    for start in range(0, len(order), BATCH_SIZE):
-        rows = order[start : start + BATCH_SIZE]
-        width = min(limit, max(len(features[i]["input_ids"]) for i in rows))
-        feeds = {
-            "input_ids": np.full((len(rows), width), pad_id, dtype=np.int64),
-            "attention_mask": np.zeros((len(rows), width), dtype=np.int64),
-            "token_type_ids": np.zeros((len(rows), width), dtype=np.int64),
-        }
-        for r, i in enumerate(rows):
-            ids = features[i]["input_ids"][:width]
-            feeds["input_ids"][r, : len(ids)] = ids
-            feeds["attention_mask"][r, : len(ids)] = 1
-            feeds["token_type_ids"][r, : len(ids)] = features[i].get("token_type_ids", [0] * len(ids))[:width]
-        result = run(feeds)
-        for r, i in enumerate(rows):
-            n = len(features[i]["input_ids"])
-            outputs[i] = {name: value[r, :n] if token_level else value[r] for name, value in result.items()}
-    return outputs  # type: ignore[return-value]
+def run_features(run: Runner, features: list[dict], pad_id: int, token_level: bool) -> list[dict]:
+    """Outputs for each feature, through the batching every other caller uses (core.batches)."""
+    inputs = [ModelInput(f["input_ids"], f.get("token_type_ids") or []) for f in features]
+    return predict_inputs(SimpleNamespace(run=run), inputs, pad_id, token_level, BATCH_SIZE)
 
 
 def _scalars(metrics: dict) -> dict:
@@ -90,8 +72,8 @@ def evaluate(source: ModelSource, eval_file: Path, bundle_run: Runner, fp32_run:
         encodings = tokenizer.encode_batch(texts, max_length=source.max_seq_len)
         features = [{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in encodings]
         if source.task == "fill-mask":
-            return _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run, source.max_seq_len)
-        return _embedding(eval_file, features, tokenizer.pad_id, bundle_run, fp32_run, source.max_seq_len)
+            return _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run)
+        return _embedding(eval_file, features, tokenizer.pad_id, bundle_run, fp32_run)
     task = _task_object(source)
     examples, problems = task.read(eval_file)
     examples = examples[:limit] if limit else examples
@@ -103,7 +85,7 @@ def evaluate(source: ModelSource, eval_file: Path, bundle_run: Runner, fp32_run:
     scores = {}
     for key, run in (("bundle", bundle_run), ("fp32", fp32_run)):
         token_level = source.task in TOKEN_LEVEL_TASKS
-        outputs = run_features(run, features, tokenizer.pad_id, source.max_seq_len, token_level)
+        outputs = run_features(run, features, tokenizer.pad_id, token_level)
         scores[key] = _scalars(task.score(examples, features, outputs))
     main = task.main_metric
     return {
@@ -117,7 +99,7 @@ def evaluate(source: ModelSource, eval_file: Path, bundle_run: Runner, fp32_run:
     }
 
 
-def _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run, limit) -> dict:
+def _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run) -> dict:
     targets = []
     for f in features:
         ids = list(f["input_ids"])
@@ -128,7 +110,7 @@ def _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run, limit) -> d
         f["input_ids"] = ids
     scores = {}
     for key, run in (("bundle", bundle_run), ("fp32", fp32_run)):
-        outputs = run_features(run, features, tokenizer.pad_id, limit, token_level=True)
+        outputs = run_features(run, features, tokenizer.pad_id, token_level=True)
         hits = [int(out["logits"][p].argmax() == t) for out, tgt in zip(outputs, targets) for p, t in tgt]
         scores[key] = {"top1_accuracy": float(np.mean(hits)), "masked_tokens": len(hits)}
     return {
@@ -141,9 +123,9 @@ def _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run, limit) -> d
     }
 
 
-def _embedding(eval_file, features, pad_id, bundle_run, fp32_run, limit) -> dict:
-    a = np.stack([o["embeddings"] for o in run_features(bundle_run, features, pad_id, limit, False)])  # (N, H)
-    b = np.stack([o["embeddings"] for o in run_features(fp32_run, features, pad_id, limit, False)])  # (N, H)
+def _embedding(eval_file, features, pad_id, bundle_run, fp32_run) -> dict:
+    a = np.stack([o["embeddings"] for o in run_features(bundle_run, features, pad_id, False)])  # (N, H)
+    b = np.stack([o["embeddings"] for o in run_features(fp32_run, features, pad_id, False)])  # (N, H)
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)  # (N,)
     return {
         "file": str(eval_file),

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.bundle import INPUT_NAMES, OUTPUT_NAMES
 from model import load_pretrained
-from service.bundle import INPUT_NAMES, OUTPUT_NAMES
 from training.export.source import ModelSource, SourceError
 
 DEFAULT_OPSET = 17

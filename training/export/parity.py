@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from core.batches import ModelInput, pad_inputs
 from model.tokenizer import BertTokenizer
 
 Feeds = dict[str, np.ndarray]
@@ -70,24 +71,10 @@ def random_batches(tokenizer: BertTokenizer, vocab_size: int, type_vocab_size: i
     return batches
 
 
-def pad_encodings(encodings, pad_id: int) -> Feeds:
-    width = max(len(e.ids) for e in encodings)
-    feeds = {
-        "input_ids": np.full((len(encodings), width), pad_id, dtype=np.int64),
-        "attention_mask": np.zeros((len(encodings), width), dtype=np.int64),
-        "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64),
-    }
-    for row, enc in enumerate(encodings):
-        n = len(enc.ids)
-        feeds["input_ids"][row, :n] = enc.ids
-        feeds["attention_mask"][row, :n] = 1
-        feeds["token_type_ids"][row, :n] = enc.type_ids
-    return feeds
-
-
 def text_batch(tokenizer: BertTokenizer, task: str, max_seq_len: int) -> Feeds:
     texts = SAMPLE_PAIRS if task == "question-answering" else SAMPLE_TEXTS
-    return pad_encodings(tokenizer.encode_batch(list(texts), max_length=max_seq_len), tokenizer.pad_id)
+    encodings = tokenizer.encode_batch(list(texts), max_length=max_seq_len)
+    return pad_inputs([ModelInput(e.ids, e.type_ids) for e in encodings], tokenizer.pad_id)
 
 
 def _agreement(task: str, name: str, ref: np.ndarray, test: np.ndarray, mask: np.ndarray) -> tuple[int, int]:

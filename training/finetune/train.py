@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.bundle import TOKEN_LEVEL_TASKS
 from model import load_pretrained, save_pretrained
 from model.tokenizer import load_tokenizer
 from training.finetune.batching import length_grouped_batches, model_inputs, random_batches
 from training.finetune.losses import task_loss
 from training.finetune.model_dir import resolve_model_dir, resolve_tokenizer_dir
-from training.finetune.predictor import TorchPredictor, predict_features
+from training.finetune.predictor import TorchBackend, predict_features
 from training.finetune.settings import FinetuneSettings, make_task
 from training.tasks.common import DataError
 
@@ -52,8 +53,9 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def evaluate_model(model, task, examples, features, tokenizer, settings, device) -> dict:
-    predictor = TorchPredictor(model, device, settings.precision)
-    outputs = predict_features(predictor, features, tokenizer.pad_id, settings.eval_batch_size)
+    backend = TorchBackend(model, device, settings.precision)
+    token_level = task.head in TOKEN_LEVEL_TASKS
+    outputs = predict_features(backend, features, tokenizer.pad_id, token_level, settings.eval_batch_size)
     return task.score(examples, features, outputs)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.inference.classify import encode_classify
 from training.metrics.classification import classification_metrics, multilabel_metrics, regression_metrics
 from training.tasks.common import DataError, Problems, check_readable
 
@@ -173,7 +174,7 @@ class ClassificationTask:
     def features(self, examples: list[Example], tokenizer) -> list[dict]:
         """One feature per example: ids and type ids cut to max_seq_len (longest text first), target."""
         texts = [(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples]
-        encodings = tokenizer.encode_batch(texts, max_length=self.max_seq_len)
+        encodings, _ = encode_classify(tokenizer, texts, self.max_seq_len)
         index = {name: i for i, name in enumerate(self.labels)}
         features = []
         for i, (example, enc) in enumerate(zip(examples, encodings)):

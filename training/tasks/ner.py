@@ -4,10 +4,12 @@ Reading: one token per line, the tag in `tag_column` (last by default), a blank 
 sentences, `-DOCSTART-` lines skipped. IOB1 (I- opens an entity, B- only between two touching
 entities of one type), IOB2 and BIOES (also BILOU) are read and rewritten to IOB2.
 
-Features: words are split into WordPiece sub-tokens; the word's tag sits on its first sub-token
-and the others get -100 (ignored by the loss) unless `label_all_subtokens`. A sentence longer
-than max_seq_len is cut into overlapping windows; at prediction time each word takes its tag
-from the window in which it sits furthest from an edge.
+Features: the words, joined by spaces, go through the service's own pre-processing
+(core.inference.ner): WordPiece sub-tokens, cut into overlapping windows of max_seq_len. A word's
+tag sits on its first sub-token and the others get -100 (ignored by the loss) unless
+`label_all_subtokens`. At prediction time each token takes its logits from the window in which it
+sits furthest from a cut edge, and each word the argmax of its first sub-token, so `bert evaluate`
+scores what `bert serve` answers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.inference.ner import encode_ner, join_words, merge_outputs, word_tags
 from training.metrics.ner import entity_metrics
 from training.tasks.common import DataError, Problems, check_readable
 
@@ -206,103 +209,73 @@ class NerTask:
 
     # --- features ------------------------------------------------------------------------------
 
-    def _subtokens(self, sentences: list[Sentence], tokenizer) -> list[tuple[list[int], list[int]]]:
-        """Per sentence: (sub-token ids, word index of each sub-token); a word with no pieces gets [UNK]."""
-        encodings = tokenizer.backend.encode_batch(
-            [s.tokens for s in sentences], is_pretokenized=True, add_special_tokens=False
-        )
-        out = []
-        for sentence, enc in zip(sentences, encodings):
-            pieces: list[list[int]] = [[] for _ in sentence.tokens]
-            for token_id, word in zip(enc.ids, enc.word_ids):
-                if word is not None:
-                    pieces[word].append(token_id)
-            ids, words = [], []
-            for w, word_pieces in enumerate(pieces):
-                word_pieces = word_pieces or [tokenizer.unk_id]
-                ids += word_pieces
-                words += [w] * len(word_pieces)
-            out.append((ids, words))
-        return out
-
-    def windows(self, length: int) -> list[tuple[int, int]]:
-        """[start, end) sub-token ranges covering `length` with `stride` overlap."""
-        room = self.max_seq_len - 2
-        if room < 1:
-            raise ValueError(f"max_seq_len {self.max_seq_len} leaves no room for tokens")
-        if length <= room:
-            return [(0, length)]
-        step = room - min(self.stride, room // 2)
-        spans, start = [], 0
-        while True:
-            end = min(start + room, length)
-            spans.append((start, end))
-            if end == length:
-                return spans
-            start += step
-
     def features(self, sentences: list[Sentence], tokenizer) -> list[dict]:
+        """The service's own windows (core.inference.ner) over the words joined by spaces.
+
+        A word's tag sits on its first sub-token (the token starting at the word's offset); the
+        other sub-tokens get IGNORE, or the word's I- tag with `label_all_subtokens`.
+        """
+        joined = [join_words(s.tokens) for s in sentences]
+        inputs, plans = encode_ner(tokenizer, [text for text, _ in joined], self.max_seq_len, self.stride)
         index = {name: i for i, name in enumerate(self.labels)}
+        rows = iter(inputs)
         features = []
-        for n, (sentence, (ids, words)) in enumerate(zip(sentences, self._subtokens(sentences, tokenizer))):
-            tag_ids = [index[t] for t in sentence.tags] if sentence.tags else None
-            for start, end in self.windows(len(ids)):
-                word_index, labels = [-1], [IGNORE]  # [CLS]
-                for i in range(start, end):
-                    first = i == 0 or words[i - 1] != words[i]
-                    word_index.append(words[i] if first else -1)
-                    if tag_ids is None:
-                        continue
-                    if first:
-                        labels.append(tag_ids[words[i]])
-                    elif self.label_all_subtokens:
-                        tag = sentence.tags[words[i]]
-                        labels.append(index.get("I" + tag[1:], index[tag]) if tag.startswith("B-") else index[tag])
-                    else:
-                        labels.append(IGNORE)
-                word_index.append(-1)  # [SEP]
+        for n, (sentence, (_, word_starts), plan) in enumerate(zip(sentences, joined, plans)):
+            token_labels = self._token_labels(sentence, word_starts, plan, index) if sentence.tags else None
+            for start, end in plan.spans:
+                x = next(rows)
                 feature = {
-                    "input_ids": [tokenizer.cls_id] + ids[start:end] + [tokenizer.sep_id],
-                    "token_type_ids": [0] * (end - start + 2),
+                    "input_ids": x.ids,
+                    "token_type_ids": [0] * len(x.ids),
                     "example_index": n,
-                    "word_index": word_index,
-                    "window": (start, end),
+                    "plan": plan,
+                    "word_starts": word_starts,
                 }
-                if tag_ids is not None:
-                    feature["label_ids"] = labels + [IGNORE]
+                if token_labels is not None:
+                    feature["label_ids"] = [IGNORE] + token_labels[start:end] + [IGNORE]
                 features.append(feature)
         return features
 
+    def _token_labels(self, sentence: Sentence, word_starts: list[int], plan, index: dict[str, int]) -> list[int]:
+        word_at = {start: w for w, start in enumerate(word_starts)}
+        labels, word = [], None
+        for token in plan.tokens:
+            if token.start in word_at and (word is None or word_at[token.start] != word):
+                word = word_at[token.start]
+                labels.append(index[sentence.tags[word]])
+            elif self.label_all_subtokens and word is not None:
+                tag = sentence.tags[word]
+                labels.append(index.get("I" + tag[1:], index[tag]) if tag.startswith("B-") else index[tag])
+            else:
+                labels.append(IGNORE)
+        return labels
+
     def targets(self, features: list[dict]) -> dict[str, np.ndarray]:
         width = max(len(f["label_ids"]) for f in features)
-        labels = np.full((len(features), width), IGNORE, dtype=np.int64)
+        labels = np.full((len(features), width), IGNORE, dtype=np.int64)  # (B, T)
         for i, f in enumerate(features):
             labels[i, : len(f["label_ids"])] = f["label_ids"]
         return {"labels": labels}
 
     # --- prediction and scoring ----------------------------------------------------------------
 
-    def merge_windows(self, sentences: list[Sentence], features: list[dict], outputs: list[dict]) -> list[list[str]]:
-        """Word-level IOB2 tags: each word from the window where it sits furthest from an edge."""
-        best: list[dict[int, tuple[int, int]]] = [{} for _ in sentences]  # word -> (margin, label id)
+    def predictions(self, sentences: list[Sentence], features: list[dict], outputs: list[dict]) -> list[list[str]]:
+        """Word-level IOB2 tags: windows merged and words tagged as the service does (core.inference.ner)."""
+        per_sentence: list[tuple] = [(None, None, []) for _ in sentences]  # (plan, word starts, window outputs)
         for feature, output in zip(features, outputs):
-            predicted = output["logits"].argmax(axis=-1)  # (T,)
-            start, end = feature["window"]
-            chosen = best[feature["example_index"]]
-            for position, word in enumerate(feature["word_index"]):
-                if word < 0:
-                    continue
-                sub = start + position - 1
-                margin = min(sub - start, end - 1 - sub)
-                if word not in chosen or margin > chosen[word][0]:
-                    chosen[word] = (margin, int(predicted[position]))
-        return [
-            [self.labels[chosen[w][1]] if w in chosen else "O" for w in range(len(s.tokens))]
-            for s, chosen in zip(sentences, best)
-        ]
+            plan, starts, rows = per_sentence[feature["example_index"]]
+            per_sentence[feature["example_index"]] = (feature["plan"], feature["word_starts"], rows + [output])
+        predicted = []
+        for sentence, (plan, starts, rows) in zip(sentences, per_sentence):
+            if plan is None:  # no word of the sentence survives the tokenizer's normaliser
+                predicted.append(["O"] * len(sentence.tokens))
+                continue
+            logits = merge_outputs([plan], rows)[0]
+            predicted.append(word_tags(plan, logits, starts, self.labels))
+        return predicted
 
     def score(self, sentences: list[Sentence], features: list[dict], outputs: list[dict]) -> dict:
-        predicted = self.merge_windows(sentences, features, outputs)
+        predicted = self.predictions(sentences, features, outputs)
         return entity_metrics([s.tags for s in sentences], predicted)
 
     def task_info(self) -> dict:

@@ -3,8 +3,8 @@
 Features: [CLS] question [SEP] context-window [SEP], the question cut to `max_query_len`
 tokens, the context cut into windows of `max_seq_len` tokens sharing `doc_stride` tokens.
 Training targets are the answer's first and last token in the window, or [CLS] (0, 0) when
-the answer is not wholly inside the window (or the question has none, v2.0). Answers are found
-by `service.postprocess.qa.best_answer_spans`, the same code the service runs.
+the answer is not wholly inside the window (or the question has none, v2.0). Windows are made and
+answers found by `core.inference.qa` (encode_qa, answer_windows), the same code the service runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.postprocess.qa import best_answer_spans
+from core.inference.qa import QaWindows, answer_windows, encode_qa
 from training.metrics.squad import squad_metrics
 from training.tasks.common import DataError, Problems, check_readable
 
@@ -117,40 +117,21 @@ class QaTask:
 
     # --- features ------------------------------------------------------------------------------
 
-    def _questions(self, examples: list[QAExample], tokenizer) -> list[str]:
-        """Questions cut to `max_query_len` tokens (at a token's character end)."""
-        encodings = tokenizer.backend.encode_batch([e.question.lstrip() for e in examples], add_special_tokens=False)
-        out = []
-        for example, enc in zip(examples, encodings):
-            question = example.question.lstrip()
-            if len(enc.ids) > self.max_query_len:
-                question = question[: enc.offsets[self.max_query_len - 1][1]]
-            out.append(question)
-        return out
+    def windows(self) -> QaWindows:
+        return QaWindows(self.max_seq_len, self.doc_stride, self.max_query_len)
 
     def features(self, examples: list[QAExample], tokenizer) -> list[dict]:
-        if self.max_seq_len - self.max_query_len - 3 < 8:
-            raise ValueError(
-                f"max_seq_len {self.max_seq_len} leaves too little room after a {self.max_query_len}-token question"
-            )
-        questions = self._questions(examples, tokenizer)
-        backend = tokenizer.backend
-        backend.enable_truncation(self.max_seq_len, stride=self.doc_stride, strategy="only_second")
-        try:
-            encodings = backend.encode_batch(list(zip(questions, [e.context for e in examples])))
-        finally:
-            backend.no_truncation()
+        """The service's own windows (core.inference.qa.encode_qa), with training targets."""
+        encoded = encode_qa(tokenizer, [(e.question, e.context) for e in examples], self.windows())
         features = []
-        for n, (example, enc) in enumerate(zip(examples, encodings)):
-            for window in [enc] + list(enc.overflowing):
-                sequence_ids = window.sequence_ids
-                offsets = [tuple(o) if s == 1 else None for o, s in zip(window.offsets, sequence_ids)]
+        for n, (example, pair_windows) in enumerate(zip(examples, encoded)):
+            for window in pair_windows:
+                offsets = [tuple(o) if s == 1 else None for o, s in zip(window.offsets, window.sequence_ids)]
                 feature = {
                     "input_ids": window.ids,
                     "token_type_ids": window.type_ids,
                     "example_index": n,
-                    "offsets": offsets,
-                    "sequence_ids": sequence_ids,
+                    "window": window,
                 }
                 if example.answer_start >= 0 or example.is_impossible:
                     feature["start_position"], feature["end_position"] = self._target(example, offsets)
@@ -191,11 +172,9 @@ class QaTask:
             by_example[feature["example_index"]].append(i)
         answers = {}
         for example, rows in zip(examples, by_example):
-            result = best_answer_spans(
-                [outputs[i]["start_logits"] for i in rows],
-                [outputs[i]["end_logits"] for i in rows],
-                [features[i]["offsets"] for i in rows],
-                [features[i]["sequence_ids"] for i in rows],
+            result = answer_windows(
+                [features[i]["window"] for i in rows],
+                [outputs[i] for i in rows],
                 example.context,
                 n_best=self.n_best,
                 max_answer_len=self.max_answer_len,
