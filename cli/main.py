@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("service.verify", "check a bundle's checksums, graph, tokenizer and labels"),
     "serve": ("service.cli", "serve bundles over HTTP with dynamic batching"),
     "predict": ("service.client_cli", "call a running service from the command line"),
-    "demo": ("training.demo", "build the default bundles if missing and serve them"),
+    "demo": ("cli.demo", "build the default bundles if missing and serve them"),
 }
 
 

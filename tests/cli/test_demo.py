@@ -15,9 +15,9 @@ import time
 import httpx
 import pytest
 
+from cli import demo
 from service.client import Client
 from tests.service.live_service import free_port, running
-from training import demo
 
 pytest.importorskip("torch")
 

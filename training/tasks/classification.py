@@ -208,6 +208,15 @@ class ClassificationTask:
             return (logits > 0).astype(np.int64)  # sigmoid > 0.5
         return logits[:, 0]
 
+    def predictions(self, examples: list[Example], features: list[dict], outputs: list[dict]) -> list:
+        """Per example: the label name (single), the list of names (multi) or the value (regression)."""
+        predicted = self.predict(np.stack([o["logits"] for o in outputs]))  # (N,) or (N, L)
+        if self.problem_type == SINGLE:
+            return [self.labels[int(i)] for i in predicted]
+        if self.problem_type == MULTI:
+            return [[self.labels[j] for j in np.flatnonzero(row)] for row in predicted]
+        return [float(v) for v in predicted]
+
     def score(self, examples: list[Example], features: list[dict], outputs: list[dict]) -> dict:
         logits = np.stack([o["logits"] for o in outputs])  # (N, L)
         predicted = self.predict(logits)
