@@ -217,6 +217,7 @@ def build_bundles(model_path: str, work: Path) -> tuple[object, dict[str, Path],
 
     import torch
 
+    from core.bundle import read_manifest
     from model import load_pretrained, save_pretrained
     from training.export import export_bundle
 
@@ -234,7 +235,7 @@ def build_bundles(model_path: str, work: Path) -> tuple[object, dict[str, Path],
         "onnx fused": export_bundle(model_dir, work / "fused", optimize=True),
         "onnx fused int8": export_bundle(model_dir, work / "int8", optimize=True, quantize="int8"),
     }
-    manifests = {k: json.loads((p / "bundle.json").read_text()) for k, p in bundles.items()}
+    manifests = {k: read_manifest(p).raw for k, p in bundles.items()}
     return model, bundles, manifests
 
 

@@ -272,10 +272,10 @@ def finetune_pooled(model_dir: Path, train: Path, heldout: Path, pooling: str, e
     import torch
     import torch.nn.functional as F
 
+    from core.batches import ModelInput, pad_inputs
     from model import load_pretrained
     from model.tokenizer import load_tokenizer
     from training.optim import build_optimizer, build_scheduler
-    from training.tasks.common import pad_batch
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -288,7 +288,8 @@ def finetune_pooled(model_dir: Path, train: Path, heldout: Path, pooling: str, e
     model = torch.nn.ModuleDict({"encoder": encoder, "classifier": classifier, "dropout": dropout})
 
     def logits(ids: list[list[int]]) -> torch.Tensor:
-        input_ids, mask = (torch.from_numpy(a) for a in pad_batch(ids, tokenizer.pad_id))  # (B, T) each
+        feeds = pad_inputs([ModelInput(row) for row in ids], tokenizer.pad_id)
+        input_ids, mask = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))  # (B, T) each
         out = encoder(input_ids, mask, torch.zeros_like(input_ids))
         if pooling == "cls":
             vector = out.pooler_output  # (B, H)

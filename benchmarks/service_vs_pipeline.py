@@ -72,7 +72,9 @@ def prepare_bundle(model_dir: Path, bundle: str | None) -> Path:
     if bundle:
         return Path(bundle)
     out = WORK / f"bundle-int8-{model_dir.name}"
-    if not (out / "bundle.json").exists():
+    from core.bundle import is_bundle
+
+    if not is_bundle(out):
         from training.export import export_bundle
 
         export_bundle(model_dir, out, optimize=True, quantize="int8", name="sst2-int8", overwrite=True)

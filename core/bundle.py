@@ -10,7 +10,6 @@ one example). Each is done once per bundle: `bert verify` and the service's star
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from core.checksums import sha256_file
 from core.providers import choose_providers, create_session
 from model.tokenizer import BertTokenizer, load_tokenizer
 
@@ -42,19 +42,10 @@ TOKEN_LEVEL_TASKS = ("token-classification", "question-answering", "fill-mask")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EXAMPLE_TEXT = "Paris is the capital of France."
 EXAMPLE_QUESTION = "What is the capital of France?"
-_CHUNK = 1 << 20
 
 
 class BundleError(ValueError):
     """A bundle that cannot be used: the message names the file or the bundle.json field."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_bundle(directory: str | Path) -> bool:

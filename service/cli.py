@@ -2,7 +2,7 @@
 
     bert serve --bundles bundles/sst2 bundles/conll --port 8000 --workers 1
 
-Every other setting comes from BERTKIT_* environment variables (see docs/readme/service.md).
+Every other setting comes from BERTKIT_* environment variables (see docs/serving.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.args import CliError, run_cli
+from core.args import CliError, parse, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,16 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _preflight(bundles: list[str]) -> None:
     """Refuse bad bundle paths with one line before any worker starts."""
-    from service.bundle import read_manifest
+    from core.bundle import MANIFEST, is_bundle, read_manifest
 
     for path in bundles:
         directory = Path(path)
         if not directory.is_dir():
             raise CliError(f"bundle directory {path} does not exist")
-        if (directory / "bundle.json").is_file():
+        if is_bundle(directory):
             read_manifest(directory)
-        elif not any((sub / "bundle.json").is_file() for sub in directory.iterdir()):
-            raise CliError(f"{path} is not a bundle (no bundle.json) and holds no bundle sub-directories")
+        elif not any(is_bundle(sub) for sub in directory.iterdir()):
+            raise CliError(f"{path} is not a bundle (no {MANIFEST}) and holds no bundle sub-directories")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -85,6 +85,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_cli(lambda: _serve(args), "bert serve")

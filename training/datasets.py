@@ -13,7 +13,7 @@ Resolution order for each file of a dataset:
 Readers turn the files into plain examples: `TextExample` (SST-2), `TokenExample` (CoNLL-2003 in
 IOB2, WNUT-17) and `QaExample` (SQuAD v1.1).
 
-    python -m training.datasets fetch sst2 conll2003 --data-dir ../shared/data
+    python -m training.datasets fetch sst2 conll2003 --data-dir data
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from core.args import parse
+from core.checksums import sha256_file
 
 DOWNLOAD_TIMEOUT_S = 30.0
 _CHUNK = 1 << 16
@@ -166,14 +169,6 @@ def default_cache_dir() -> Path:
 def default_data_dir() -> Path | None:
     value = os.environ.get("BERTKIT_DATA")
     return Path(value) if value else None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _find_local(data_dir: Path, spec: DatasetSpec, file: DataFile) -> Path | None:
@@ -470,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--data-dir", help="local data directory (default: $BERTKIT_DATA)")
     fetch.add_argument("--cache-dir", help="download cache (default: $BERTKIT_CACHE/datasets or ~/.cache/bertkit)")
     sub.add_parser("list", help="list the named datasets")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if args.command == "list":
         for spec in DATASETS.values():
             print(f"{spec.name:<10} {spec.task:<9} {spec.description}")

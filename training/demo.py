@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from core.args import CliError
+from core.bundle import MANIFEST
 from training import datasets
 
 PROG = "bert demo"
-MANIFEST = "bundle.json"
 STAMP = "demo.json"  # in a fine-tuned model directory: the recipe it was trained with
 
 

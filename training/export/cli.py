@@ -1,16 +1,15 @@
 """`bert export MODEL_DIR --out BUNDLE_DIR`: write an ONNX bundle the service can load.
 
-    bert export runs/sst2-minilm --out bundles/sst2 --optimize --quantize int8 \
-        --eval /work/shared/data/sst2/dev.tsv
+bert export runs/sst2-minilm --out bundles/sst2 --optimize --quantize int8 --eval data/sst2/dev.tsv
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 
 from core.args import parse_dataclass, run_cli
+from core.bundle import read_manifest
 from training.export.exporter import STEPS, export_bundle
 
 
@@ -70,7 +69,7 @@ def _run(settings: ExportSettings) -> int:
             on_step=on_step,
         )
         bar.update(len(STEPS) - bar.n)
-    manifest = json.loads((out / "bundle.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(out).raw
     print(_summary(out, manifest))
     return 0
 

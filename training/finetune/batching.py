@@ -7,14 +7,15 @@ little even in shuffled batches: training uses `random_batches` (what a plain sh
 gives). `length_grouped_batches` (shuffle, take mega-batches of 50 batches, sort each by length,
 cut, shuffle the batch order) pads less still, but its batches hold alike examples (CoNLL-2003:
 the short lines are headlines and dates), which cost 1.5 entity-F1 points in one epoch; it is
-opt-in (`--group-by-length`). Prediction sorts everything by length.
+opt-in (`--group-by-length`). Prediction sorts everything by length (core.batches, as the service
+and `bert evaluate` do).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.tasks.common import pad_batch
+from core.batches import ModelInput, pad_inputs
 
 
 def length_grouped_batches(lengths, batch_size: int, rng: np.random.Generator, group: int = 50) -> list[np.ndarray]:
@@ -34,13 +35,6 @@ def random_batches(count: int, batch_size: int, rng: np.random.Generator) -> lis
     return [order[i : i + batch_size] for i in range(0, count, batch_size)]
 
 
-def sorted_batches(lengths, batch_size: int) -> list[np.ndarray]:
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def model_inputs(features: list[dict], pad_id: int) -> dict[str, np.ndarray]:
     """input_ids, attention_mask, token_type_ids: (B, T) int64, T = the batch's longest sequence."""
-    ids, mask = pad_batch([f["input_ids"] for f in features], pad_id)
-    types, _ = pad_batch([f["token_type_ids"] for f in features], 0)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return pad_inputs([ModelInput(f["input_ids"], f["token_type_ids"]) for f in features], pad_id)

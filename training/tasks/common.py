@@ -6,8 +6,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 
 class DataError(ValueError):
     """The input file cannot be used; the message names the file and the line or example id."""
@@ -50,14 +48,3 @@ def check_readable(path: str | Path) -> Path:
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty")
     return path
-
-
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad to the longest row: (ids (B, T) int64, attention_mask (B, T) int64)."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
