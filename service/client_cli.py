@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 
 import httpx
+from pydantic import BaseModel
 
 from core.args import CliError, add_dataclass_arguments, run_cli
 from service.client import Client, ServiceError
@@ -111,8 +112,8 @@ def _texts(opts: TextOptions) -> list[str]:
 
 
 def _jsonable(value):
-    if is_dataclass(value):
-        return asdict(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump()
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
@@ -143,7 +144,7 @@ def _run(command: str, opts) -> int:
         if command == "models":
             for m in client.models():
                 if opts.json:
-                    print(json.dumps(asdict(m)))
+                    print(json.dumps(m.model_dump()))
                 else:
                     flag = " (default)" if m.default else ""
                     print(f"{m.name}\t{m.task}\t{m.precision}\t{','.join(m.labels or [])}{flag}")
@@ -158,7 +159,7 @@ def _run(command: str, opts) -> int:
         elif command == "embed":
             texts = _texts(opts)
             result = client.embed(texts, normalize=opts.normalize, model=opts.model)
-            for text, vector in zip(texts, result.vectors):
+            for text, vector in zip(texts, result.embeddings):
                 if opts.json:
                     print(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False))
                 else:
@@ -174,7 +175,7 @@ def _run(command: str, opts) -> int:
             answers = answer if isinstance(answer, list) else [answer]
             for a in answers:
                 if opts.json:
-                    print(json.dumps(asdict(a), ensure_ascii=False))
+                    print(json.dumps(a.model_dump(), ensure_ascii=False))
                 else:
                     print(f"{a.answer}\t[{a.start}:{a.end}]  {a.score:.3f}")
     return 0

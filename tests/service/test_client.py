@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
-from service import client_cli
+from service import client_cli, schemas
 from service.client import Answer, AsyncClient, Client, Entity, LabelScore, ServiceError, retry_delay
 
 CLASSIFY = {"model": "sst2", "results": [[{"label": "positive", "score": 0.9}, {"label": "negative", "score": 0.1}]]}
@@ -23,6 +25,7 @@ NER = {
     "results": [[{"entity_group": "LOC", "score": 0.8, "word": "Paris", "start": 9, "end": 14, "future": 1}]],
 }
 QA = {"model": "squad", "results": [{"answer": "Paris", "score": 0.7, "start": 16, "end": 21}]}
+PARIS = Entity(entity_group="LOC", score=0.8, word="Paris", start=9, end=14)
 
 
 class Recorder:
@@ -50,8 +53,9 @@ def make_client(recorder, **kwargs):
 def test_single_and_batched_inputs_give_typed_results():
     rec = Recorder((200, {}, CLASSIFY))
     client, _ = make_client(rec)
-    assert client.classify("great film", top_k=2) == [LabelScore("positive", 0.9), LabelScore("negative", 0.1)]
-    assert client.classify(["great film"]) == [[LabelScore("positive", 0.9), LabelScore("negative", 0.1)]]
+    scores = [LabelScore(label="positive", score=0.9), LabelScore(label="negative", score=0.1)]
+    assert client.classify("great film", top_k=2) == scores
+    assert client.classify(["great film"]) == [scores]
     client.classify(("a man eats", "someone eats"))
     assert rec.bodies() == [
         {"inputs": "great film", "top_k": 2},
@@ -64,8 +68,8 @@ def test_single_and_batched_inputs_give_typed_results():
 def test_ner_ignores_unknown_fields_and_qa_pairs():
     rec = Recorder((200, {}, NER), (200, {}, QA), (200, {}, {**QA, "results": QA["results"] * 2}))
     client, _ = make_client(rec)
-    assert client.ner("I was in Paris.", aggregation_strategy="first") == [Entity("LOC", 0.8, "Paris", 9, 14)]
-    assert client.qa("Where?", "The tower is in Paris.") == Answer("Paris", 0.7, 16, 21)
+    assert client.ner("I was in Paris.", aggregation_strategy="first") == [PARIS]
+    assert client.qa("Where?", "The tower is in Paris.") == Answer(answer="Paris", score=0.7, start=16, end=21)
     assert client.qa([("Where?", "in Paris."), ("Where else?", "in Paris.")])[1].answer == "Paris"
     bodies = rec.bodies()
     assert bodies[0] == {"inputs": "I was in Paris.", "aggregation_strategy": "first"}
@@ -73,6 +77,43 @@ def test_ner_ignores_unknown_fields_and_qa_pairs():
     assert bodies[2]["inputs"][1] == {"question": "Where else?", "context": "in Paris."}
     with pytest.raises(TypeError, match="context is required"):
         client.qa("Where?")
+
+
+def test_results_are_the_service_response_models():
+    tokenized = {"tokens": ["[CLS]", "paris", "[SEP]"], "ids": [101, 3000, 102], "type_ids": [0, 0, 0],
+                 "offsets": [[0, 0], [0, 5], [0, 0]], "sequence_ids": [None, 0, None]}  # fmt: skip
+    mask = {"token": 3007, "token_str": "capital", "score": 0.9, "sequence": "paris is the capital."}
+    model = {"name": "sst2", "task": "sequence-classification", "labels": ["negative", "positive"],
+             "max_seq_len": 128, "precision": "int8", "provider": "CPUExecutionProvider", "default": True,
+             "max_batch_tokens": 16384, "max_batch_size": 64}  # fmt: skip
+    rec = Recorder(
+        (200, {}, {"model": "minilm", "dim": 2, "embeddings": [[0.6, 0.8], [1.0, 0.0]]}),
+        (200, {}, {"model": "minilm", "dim": 2, "embeddings": [[0.6, 0.8]]}),
+        (200, {}, {"model": "sst2", "results": [tokenized]}),
+        (200, {}, {"model": "bert-mlm", "results": [[[mask]]]}),
+        (200, {}, {"models": [model]}),
+    )
+    client, _ = make_client(rec)
+    assert client.embed(["a", "b"]) == schemas.EmbedResponse(model="minilm", dim=2, embeddings=[[0.6, 0.8], [1.0, 0.0]])
+    assert client.embed("a") == [0.6, 0.8]
+    paris = client.tokenize("Paris")
+    assert paris == schemas.TokenizedText.model_validate(tokenized) and paris.offsets[1] == (0, 5)
+    assert client.fill_mask(["paris is the [MASK]."]) == [[[schemas.MaskPrediction(**mask)]]]
+    assert client.models() == [schemas.ModelInfo(**model)]
+
+
+def test_health_and_ready_take_503_as_the_answer():
+    rec = Recorder((503, {"Retry-After": "1"}, {"status": "loading"}))
+    client, sleeps = make_client(rec)
+    assert client.health() is False and client.ready() is False
+    assert sleeps == [] and len(rec.requests) == 2
+
+
+def test_the_client_imports_only_httpx_and_pydantic():
+    code = "import sys, service.client; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for heavy in ("fastapi", "starlette", "onnxruntime", "numpy", "tokenizers", "torch", "training", "model", "core"):
+        assert f"'{heavy}'" not in loaded, heavy
 
 
 def test_429_is_retried_after_retry_after_seconds():
@@ -134,7 +175,7 @@ def test_async_client_retries_and_parses():
         async with AsyncClient("http://svc", transport=httpx.MockTransport(rec), sleep=fake_sleep) as client:
             return await client.ner(["I was in Paris."])
 
-    assert asyncio.run(go()) == [[Entity("LOC", 0.8, "Paris", 9, 14)]]
+    assert asyncio.run(go()) == [[PARIS]]
     assert sleeps == [0.5]
 
 
@@ -178,8 +219,8 @@ def test_live_every_endpoint(live_url):
         answer = bert.qa("What is the capital of France?", context)
         assert context[answer.start : answer.end] == answer.answer
         assert len(bert.qa("Where?", context, top_k=2)) == 2
-        vectors = bert.embed(["one sentence", "another one"])
-        assert len(vectors.vectors) == 2 and len(vectors.vectors[0]) == vectors.dim
+        embedded = bert.embed(["one sentence", "another one"])
+        assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == embedded.dim
         assert abs(sum(x * x for x in bert.embed("one sentence")) - 1) < 1e-3
         assert bert.tokenize("Paris").tokens[0] == "[CLS]"
         assert "bertkit_queue_sequences" in bert.metrics()
