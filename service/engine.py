@@ -84,6 +84,7 @@ class ModelEngine:
         self.problem_type = getattr(bundle, "problem_type", None)
         manifest = getattr(bundle, "manifest", None)
         self.bundle_task_config: dict = dict(getattr(manifest, "task_config", None) or {})  # strides of fine-tuning
+        self.batch_invariant: bool = bool(getattr(manifest, "batch_invariant", True))
         self.batcher = batcher
         self.device = device
         self._pool = tokenize_pool

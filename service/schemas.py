@@ -316,6 +316,11 @@ class ModelInfo(BaseModel):
     labels: list[str] | None
     max_seq_len: int
     precision: str
+    batch_invariant: bool = Field(
+        ...,
+        description="Whether each input's answer is independent of the other inputs batched with it. False for "
+        "dynamically quantised int8 bundles (one activation scale per batch): their scores move with batch-mates.",
+    )
     provider: str = Field(..., description="Execution provider the session runs on.")
     default: bool = Field(..., description="Whether requests of this task without `model` go here.")
     max_batch_tokens: int
@@ -334,6 +339,7 @@ class ModelsResponse(BaseModel):
                             "labels": ["negative", "positive"],
                             "max_seq_len": 128,
                             "precision": "int8",
+                            "batch_invariant": True,
                             "provider": "CPUExecutionProvider",
                             "default": True,
                             "max_batch_tokens": 16384,

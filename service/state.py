@@ -104,7 +104,9 @@ class AppState:
                 self._warm_up(engine)
         self.ready = True
         names = ", ".join(
-            f"{e.name} ({e.task}, {e.bundle.precision}, {e.provider})" for e in self.registry.engines.values()
+            f"{e.name} ({e.task}, {e.bundle.precision}{'' if e.batch_invariant else ', NOT batch-invariant'}, "
+            f"{e.provider})"
+            for e in self.registry.engines.values()
         )
         log.info("ready: serving %s", names)
 

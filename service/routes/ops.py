@@ -29,6 +29,7 @@ async def models(state: StateDep):
                 labels=e.labels,
                 max_seq_len=e.max_seq_len,
                 precision=e.bundle.precision,
+                batch_invariant=e.batch_invariant,
                 provider=e.provider,
                 default=state.registry.defaults.get(e.task) == e.name,
                 max_batch_tokens=s.max_batch_tokens,

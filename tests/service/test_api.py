@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,12 +24,17 @@ def post(client, path, body, **kw):
 # --- endpoints ---------------------------------------------------------------------------------
 
 
-def test_models_health_ready_metrics(client):
+def test_models_health_ready_metrics(client, tiny_bundles):
     models = client.get("/v1/models").json()["models"]
     by_name = {m["name"]: m for m in models}
     assert by_name["tiny-sequence-classification"]["default"] is True
     assert by_name["tiny-cls-int8"]["default"] is False
     assert by_name["tiny-cls-int8"]["precision"] == "int8"
+    for bundle in tiny_bundles.values():  # /v1/models says what bundle.json says
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        expected = manifest.get("batch_invariant", manifest["precision"] != "int8")
+        assert by_name[manifest["name"]]["batch_invariant"] is expected
+    assert by_name["tiny-sequence-classification"]["batch_invariant"] is True
     assert all(m["provider"] == "CPUExecutionProvider" for m in models)
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/ready").status_code == 200

@@ -1,4 +1,4 @@
-"""AppState: per-device defaults of the batching knobs the settings leave unset."""
+"""AppState: per-device defaults of the batching knobs the settings leave unset; start-up does each thing once."""
 
 from __future__ import annotations
 
@@ -37,3 +37,23 @@ def test_usable_cores_follow_the_affinity_mask(monkeypatch):
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     assert usable_cores() == 3
+
+
+def test_start_up_hashes_and_opens_each_bundle_once(tiny_bundles, monkeypatch):
+    """Loading, verifying and warming up a bundle reads each file's sha256 once and makes one session."""
+    import core.bundle
+    from service.state import AppState
+    from tests.service.conftest import make_settings
+
+    hashed, sessions = [], []
+    real_hash, real_session = core.bundle.sha256_file, core.bundle.create_session
+    monkeypatch.setattr(core.bundle, "sha256_file", lambda path: hashed.append(path) or real_hash(path))
+    monkeypatch.setattr(core.bundle, "create_session", lambda *a, **k: sessions.append(a[0]) or real_session(*a, **k))
+    bundles = [tiny_bundles["sequence-classification"], tiny_bundles["question-answering"]]
+    state = AppState(make_settings(bundles, verify_bundles=True))
+    try:
+        state.load()
+    finally:
+        state.close()
+    assert sorted(hashed) == sorted(b / name for b in bundles for name in ("model.onnx", "tokenizer.json"))
+    assert sorted(sessions) == sorted(b / "model.onnx" for b in bundles)
