@@ -79,27 +79,24 @@ def test_ner_ignores_unknown_fields_and_qa_pairs():
         client.qa("Where?")
 
 
+def _example(schema):
+    """The answer the service documents for `schema` at /docs, so these mocks follow the schema."""
+    return schema.model_config["json_schema_extra"]["examples"][0]
+
+
 def test_results_are_the_service_response_models():
-    tokenized = {"tokens": ["[CLS]", "paris", "[SEP]"], "ids": [101, 3000, 102], "type_ids": [0, 0, 0],
-                 "offsets": [[0, 0], [0, 5], [0, 0]], "sequence_ids": [None, 0, None]}  # fmt: skip
-    mask = {"token": 3007, "token_str": "capital", "score": 0.9, "sequence": "paris is the capital."}
-    model = {"name": "sst2", "task": "sequence-classification", "labels": ["negative", "positive"],
-             "max_seq_len": 128, "precision": "int8", "provider": "CPUExecutionProvider", "default": True,
-             "max_batch_tokens": 16384, "max_batch_size": 64}  # fmt: skip
-    rec = Recorder(
-        (200, {}, {"model": "minilm", "dim": 2, "embeddings": [[0.6, 0.8], [1.0, 0.0]]}),
-        (200, {}, {"model": "minilm", "dim": 2, "embeddings": [[0.6, 0.8]]}),
-        (200, {}, {"model": "sst2", "results": [tokenized]}),
-        (200, {}, {"model": "bert-mlm", "results": [[[mask]]]}),
-        (200, {}, {"models": [model]}),
+    embed, tokenize, fill_mask, models = (
+        _example(s)
+        for s in (schemas.EmbedResponse, schemas.TokenizeResponse, schemas.FillMaskResponse, schemas.ModelsResponse)
     )
+    rec = Recorder(*((200, {}, answer) for answer in (embed, embed, tokenize, fill_mask, models)))
     client, _ = make_client(rec)
-    assert client.embed(["a", "b"]) == schemas.EmbedResponse(model="minilm", dim=2, embeddings=[[0.6, 0.8], [1.0, 0.0]])
-    assert client.embed("a") == [0.6, 0.8]
-    paris = client.tokenize("Paris")
-    assert paris == schemas.TokenizedText.model_validate(tokenized) and paris.offsets[1] == (0, 5)
-    assert client.fill_mask(["paris is the [MASK]."]) == [[[schemas.MaskPrediction(**mask)]]]
-    assert client.models() == [schemas.ModelInfo(**model)]
+    assert client.embed(["a"]) == schemas.EmbedResponse(**embed)
+    assert client.embed("a") == embed["embeddings"][0]
+    hello = client.tokenize("hello")
+    assert hello == schemas.TokenizedText(**tokenize["results"][0]) and hello.offsets[1] == (0, 5)
+    assert client.fill_mask(["paris is the [MASK] of france."]) == schemas.FillMaskResponse(**fill_mask).results
+    assert client.models() == [schemas.ModelInfo(**m) for m in models["models"]]
 
 
 def test_health_and_ready_take_503_as_the_answer():
