@@ -1,11 +1,14 @@
 """Build an argparse parser from a settings dataclass, so the CLI and the code say the same thing.
 
 Each field's help comes from `field(metadata={"help": ...})`; bools become `--flag/--no-flag`.
+Every command parses through `parse`, so `dry_run()` can check a command line without running it
+(tests/test_docs.py checks every `bert ...` line of the docs that way).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import types
@@ -17,6 +20,41 @@ T = TypeVar("T")
 
 class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
+
+
+class ParsedOnly(BaseException):
+    """Raised by `parse` under `dry_run()` once argparse has accepted the command line.
+
+    A BaseException, like SystemExit, so that no `except Exception` between `parse` and the caller
+    turns it into an error message.
+    """
+
+    def __init__(self, prog: str, namespace: argparse.Namespace):
+        super().__init__(prog)
+        self.prog = prog
+        self.namespace = namespace
+
+
+_dry_run = False
+
+
+@contextlib.contextmanager
+def dry_run():
+    """Within this block, every command stops with ParsedOnly right after parsing its arguments."""
+    global _dry_run
+    previous, _dry_run = _dry_run, True
+    try:
+        yield
+    finally:
+        _dry_run = previous
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, the one place every command's arguments are parsed."""
+    namespace = parser.parse_args(argv)
+    if _dry_run:
+        raise ParsedOnly(parser.prog, namespace)
+    return namespace
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -64,8 +102,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, position
 def parse_dataclass(cls: type[T], argv: list[str], prog: str, description: str = "", positional=()) -> T:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_dataclass_arguments(parser, cls, positional)
-    ns = parser.parse_args(argv)
-    return cls(**vars(ns))
+    return cls(**vars(parse(parser, argv)))
 
 
 def run_cli(fn, prog: str) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 from pydantic import BaseModel
 
-from core.args import CliError, add_dataclass_arguments, run_cli
+from core.args import CliError, add_dataclass_arguments, parse, run_cli
 from service.client import Client, ServiceError
 
 
@@ -182,7 +182,7 @@ def _run(command: str, opts) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse(_parser(), sys.argv[1:] if argv is None else argv)
     command = args.command
     values = {k: v for k, v in vars(args).items() if k != "command"}
     opts = COMMANDS[command][0](**values)
