@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         missing = err.name or "a module"
-        print(f"bert {name}: {missing} is not installed ({err}); see the README's install section", file=sys.stderr)
+        print(f"bert {name}: {missing} is not installed ({err}); see docs/install.md", file=sys.stderr)
         return 2
     try:
         return int(module.main(rest) or 0)
