@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from model import build_model
+from tests.helpers.tolerances import network_tolerance
 
 
 def test_padding_does_not_change_real_tokens(tiny_config):
@@ -12,7 +13,9 @@ def test_padding_does_not_change_real_tokens(tiny_config):
     with torch.no_grad():
         alone = model(ids).last_hidden_state
         with_pad = model(padded, mask).last_hidden_state[:, :7]
-    assert (alone - with_pad).abs().max() < 1e-5
+    # other sequence lengths, other matmul blocking: rounding differs in every layer
+    tolerance = network_tolerance(tiny_config.num_hidden_layers, tiny_config.intermediate_size, alone.abs().max())
+    assert (alone - with_pad).abs().max() <= tolerance
 
 
 def test_eager_attention_matches_sdpa(tiny_config):
@@ -25,7 +28,10 @@ def test_eager_attention_matches_sdpa(tiny_config):
         model.bert.set_attention_implementation("eager")
         slow = model(ids, mask)
     real = mask.bool()
-    assert (fast.start_logits - slow.start_logits)[real].abs().max() < 1e-5
+    # two attention kernels: rounding differs in every layer
+    layers, width = tiny_config.num_hidden_layers, tiny_config.intermediate_size
+    tolerance = network_tolerance(layers, width, slow.start_logits[real].abs().max())
+    assert (fast.start_logits - slow.start_logits)[real].abs().max() <= tolerance
 
 
 def test_mlm_positions_project_only_those_rows(tiny_config):
@@ -36,7 +42,9 @@ def test_mlm_positions_project_only_those_rows(tiny_config):
         full = model(ids).mlm_logits.reshape(-1, tiny_config.vocab_size)
         some = model(ids, mlm_positions=positions).mlm_logits
     assert some.shape == (3, tiny_config.vocab_size)
-    assert (full[positions] - some).abs().max() < 1e-5
+    # same encoder output; the head's transform and decoder (hidden_size terms each) run on other row counts
+    tolerance = network_tolerance(2, tiny_config.hidden_size, full[positions].abs().max())
+    assert (full[positions] - some).abs().max() <= tolerance
 
 
 def test_sequence_too_long_is_a_clear_error(tiny_config):

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from model.linear import Linear, _bf16_cpu_training
+from tests.helpers.tolerances import BF16_EPS
 
 
 def pair(seed=0):
@@ -44,8 +45,8 @@ def test_bf16_autocast_matches_f_linear_within_bf16_rounding(shape):
     assert got[0].dtype == expected[0].dtype
     for a, b in zip(expected, got):
         assert a.shape == b.shape and a.dtype == b.dtype
-        scale = a.abs().max().item()
-        assert (a - b).abs().max().item() <= 2e-2 * scale + 1e-6
+        # same bf16 products summed in fp32 in another order: a result may round to the neighbouring bf16 value
+        assert (a - b).abs().max().item() <= BF16_EPS * a.abs().max().item()
 
 
 def test_inference_and_fp32_training_take_the_plain_path():

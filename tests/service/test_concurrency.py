@@ -9,6 +9,7 @@ import random
 import httpx
 
 from service.main import create_app
+from tests.helpers.bundles import TINY_FP32_TOLERANCE
 from tests.service.conftest import TASKS, make_settings
 
 WORDS = "the movie was great bad boring john smith lives in paris berlin café über 北京 上海 and really fun".split()
@@ -112,5 +113,6 @@ def test_200_concurrent_mixed_requests_match_sent_alone(tiny_bundles):
     report["mean_batch_size_concurrent"] = sequences / batches
     print("concurrency parity:", json.dumps(report))
     assert sequences / batches > 2  # the concurrent burst really was batched
-    assert fp32_diff <= 1e-4
+    # scores move less than the logits; unit embeddings by 2/|v| of it, and |v| is about 3.5 for these models
+    assert fp32_diff <= TINY_FP32_TOLERANCE
     assert int8_total > 0 and int8_same / int8_total >= 0.99

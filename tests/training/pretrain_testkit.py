@@ -11,6 +11,7 @@ SUBJECTS = ["the farmer", "a young woman", "the old doctor", "my brother", "the 
 VERBS = ["walked to", "looked at", "talked about", "wrote to", "thought of", "waited for", "laughed at"]
 OBJECTS = ["the village", "the river", "a letter", "the small house", "the garden", "the market", "the ship"]
 TIMES = ["in the morning", "after dinner", "on monday", "before the storm", "at night", "during the winter"]
+MAX_PREDICTIONS = 8  # masked tokens per instance at most, in the data build_data prepares
 TOPICS = {
     "farm": ["the cows were hungry", "the wheat grew tall", "rain fell on the fields", "the barn needed paint"],
     "sea": ["the waves were high", "the sailors sang loudly", "the wind filled the sails", "fish swam below"],
@@ -60,7 +61,7 @@ def build_data(root: Path, documents: int = 60, seed: int = 0, max_seq_len: int 
     tok = train_tokenizer(generate_corpus(root / "all.txt", documents + 10, seed), root / "tok")
     train_text = generate_corpus(root / "train.txt", documents, seed + 1)
     heldout_text = generate_corpus(root / "heldout.txt", 10, seed + 2)
-    common = dict(max_seq_len=max_seq_len, max_predictions=8, progress=False, log=lambda _: None)
+    common = dict(max_seq_len=max_seq_len, max_predictions=MAX_PREDICTIONS, progress=False, log=lambda _: None)
     build_pretraining_data([train_text], tok, root / "train", dynamic_masking=True, **common)
     build_pretraining_data([heldout_text], tok, root / "heldout", dupe_factor=1, **common)
     return root / "train", root / "heldout"

@@ -12,7 +12,8 @@ import torch
 
 from model import load_pretrained
 from service.bundle import OUTPUT_NAMES, load_bundle
-from tests.helpers.bundles import make_tiny_model
+from tests.helpers.bundles import TINY_FP32_TOLERANCE, TINY_INTERMEDIATE, TINY_LAYERS, make_tiny_model
+from tests.helpers.tolerances import FP16_EPS, network_tolerance
 from training.export import ExportError, export_bundle
 from training.export.graph import ExportWrapper, load_model
 from training.export.parity import pad_encodings
@@ -51,7 +52,7 @@ def test_fused_fp32_export_matches_pytorch(models, tmp_path, task):
     manifest = json.loads((out / "bundle.json").read_text())
     assert manifest["format_version"] == 1 and manifest["task"] == task and manifest["precision"] == "fp32"
     assert sorted(manifest["files"]) == ["model.onnx", "tokenizer.json"]
-    assert manifest["parity"]["max_abs_diff"] <= 1e-4
+    assert manifest["parity"]["max_abs_diff"] <= TINY_FP32_TOLERANCE  # fused ONNX kernels round differently
     # explicit attention math fuses fully: one EmbedLayerNormalization, one Attention per layer
     assert manifest["fusions"]["EmbedLayerNormalization"] == 1
     assert manifest["fusions"]["Attention"] == 2
@@ -62,7 +63,7 @@ def test_fused_fp32_export_matches_pytorch(models, tmp_path, task):
     for name in OUTPUT_NAMES[task]:
         diff = np.abs(got[name] - want[name])
         diff = diff[mask] if diff.shape[:2] == mask.shape else diff
-        assert diff.max() <= 1e-4, name
+        assert diff.max() <= TINY_FP32_TOLERANCE, name
 
 
 def test_plain_fp32_export_has_dynamic_axes(models, tmp_path):
@@ -91,7 +92,7 @@ def test_int8_export_keeps_most_argmaxes(models, tmp_path, task):
         agreement = (got.argmax(-1) == want.argmax(-1)).mean()
     assert agreement >= 0.8
     assert bundle.manifest["parity"]["argmax_agreement"] >= 0.8
-    assert bundle.manifest["parity"]["fp32_graph_max_abs_diff"] <= 1e-4
+    assert bundle.manifest["parity"]["fp32_graph_max_abs_diff"] <= TINY_FP32_TOLERANCE
     weights = onnx.load(str(out / "model.onnx")).graph.initializer
     assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)
 
@@ -105,7 +106,9 @@ def test_fp16_export_runs_on_cpu(models, tmp_path):
     real = feeds["attention_mask"] > 0
     for name in ("start_logits", "end_logits"):
         assert got[name].dtype == np.float32  # inputs and outputs stay fp32 for callers
-        assert np.abs(got[name] - want[name])[real].max() < 1e-2
+        # fp16 activations: the tiny model's layers round at fp16's eps instead of fp32's
+        tolerance = network_tolerance(TINY_LAYERS, TINY_INTERMEDIATE, np.abs(want[name])[real].max(), FP16_EPS)
+        assert np.abs(got[name] - want[name])[real].max() <= tolerance
 
 
 def test_task_inferred_from_architectures_without_task_json(models, tmp_path):
@@ -133,7 +136,8 @@ def test_minilm_exports_as_embedding_bundle(minilm_dir, tmp_path):
     bundle = load_bundle(out)
     assert bundle.task == "embedding" and bundle.outputs == ["embeddings"]
     assert bundle.manifest["fusions"]["Attention"] == 6
-    assert bundle.manifest["parity"]["max_abs_diff"] <= 1e-4
+    # MiniLM: 6 layers, feed-forward 1,536; its mean-pooled embeddings stay below 1.1 in absolute value
+    assert bundle.manifest["parity"]["max_abs_diff"] <= network_tolerance(6, 1536, 1.1)
     texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]
     emb = bundle.run(pad_encodings(bundle.tokenizer.encode_batch(texts), bundle.tokenizer.pad_id))["embeddings"]
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)

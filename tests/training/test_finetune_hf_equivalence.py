@@ -11,6 +11,7 @@ import torch
 
 from model import BertConfig, load_pretrained
 from tests.helpers.gradients import assert_same_gradients
+from tests.helpers.tolerances import network_tolerance
 from training.finetune.losses import task_loss
 
 transformers = pytest.importorskip("transformers")
@@ -62,7 +63,9 @@ def test_loss_and_gradients_match_transformers(tmp_path, head):
     loss.backward()
     hf_loss = theirs(**inputs, **targets).loss
     hf_loss.backward()
-    assert abs(loss.item() - hf_loss.item()) < 1e-5
+    # the encoder's layers and the head's loss, each rounded by two implementations
+    layers, width = ours.config.num_hidden_layers + 1, ours.config.intermediate_size
+    assert abs(loss.item() - hf_loss.item()) <= network_tolerance(layers, width, hf_loss.item())
     assert_same_gradients(ours, theirs)
 
 
@@ -75,5 +78,7 @@ def test_qa_loss_ignores_padding_that_transformers_counts(tmp_path):
         plain = task_loss("question-answering", None, ours(**inputs), targets, inputs["attention_mask"])
         masked = task_loss("question-answering", None, ours(**padded), targets, padded["attention_mask"])
         unmasked = task_loss("question-answering", None, ours(**padded), targets, None)
-    assert torch.allclose(plain, masked, atol=1e-5)  # padding changes nothing once masked
+    # padding changes nothing once masked, up to the rounding of other matmul shapes in every layer
+    layers, width = ours.config.num_hidden_layers + 1, ours.config.intermediate_size
+    assert torch.allclose(plain, masked, rtol=0, atol=network_tolerance(layers, width, plain.item()))
     assert unmasked > masked  # left in, the 8 padded positions take a share of the softmax

@@ -12,6 +12,7 @@ import torch
 
 from model import BertConfig, build_model, save_pretrained
 from tests.helpers.gradients import assert_same_gradients
+from tests.helpers.tolerances import network_tolerance
 from training.pretrain import pretraining_sums, to_tensors
 
 transformers = pytest.importorskip("transformers")
@@ -59,5 +60,7 @@ def test_pretraining_loss_and_gradients_match_transformers(tmp_path):
         next_sentence_label=tensors["nsp_labels"],
     )
     hf.loss.backward()
-    assert abs(loss.item() - hf.loss.item()) < 1e-5
+    # the encoder's layers and the loss over the vocabulary, each rounded by two implementations
+    tolerance = network_tolerance(config.num_hidden_layers + 1, config.intermediate_size, hf.loss.item())
+    assert abs(loss.item() - hf.loss.item()) <= tolerance
     assert_same_gradients(ours, theirs)  # word embeddings: tied with the MLM decoder on both sides
