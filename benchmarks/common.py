@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -29,9 +30,15 @@ def median(values: list[float]) -> float:
 
 
 def machine() -> dict:
-    import os
-
     return {"python": platform.python_version(), "cpu_count": os.cpu_count(), "machine": platform.machine()}
+
+
+def data_dir(value: str | Path | None) -> Path:
+    """The datasets directory (sst2/, conll2003/, squad/, corpus/ ...): --data-dir, else $BERTKIT_DATA."""
+    value = value or os.environ.get("BERTKIT_DATA")
+    if not value:
+        raise SystemExit("no datasets directory: pass --data-dir DIR or set BERTKIT_DATA=DIR")
+    return Path(value)
 
 
 def write_results(name: str, payload: dict, table: str) -> tuple[Path, Path]:

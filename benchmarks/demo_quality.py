@@ -1,7 +1,7 @@
 """Quality and build time of the default `bert demo` bundles: held-out accuracy / entity F1 / SQuAD F1,
 int8 (what the demo serves) next to fp32 (the fine-tuned PyTorch model), in one run.
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/demo_quality.py --rebuild --data-dir ../shared/data
+    python benchmarks/demo_quality.py --rebuild      # datasets: --data-dir DIR, else $BERTKIT_DATA, else downloaded
 
 Runs the demo's own build (`training.demo.build`, the same code as `bert demo --no-serve`) and writes
 benchmarks/results/demo_quality.json and .md. Without --rebuild, bundles already built are reported

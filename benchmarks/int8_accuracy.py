@@ -1,7 +1,7 @@
 """int8 vs fp32 accuracy of exported bundles on real evaluation files.
 
     python benchmarks/int8_accuracy.py --model runs/demo/conll2003/model --task ner \
-        --data ../shared/data/conll2003/valid.txt --name int8_accuracy_conll
+        --data "$BERTKIT_DATA/conll2003/valid.txt" --name int8_accuracy_conll
     python benchmarks/int8_accuracy.py --model runs/demo/sst2/model --task classify \
         --data runs/demo/sst2/data/heldout.tsv --name int8_accuracy_sst2
 

@@ -1,7 +1,7 @@
 """Load generator for a running service: loopback only, bounded in requests and time.
 
     python benchmarks/load.py --url http://127.0.0.1:8000 --endpoint classify \
-        --data /work/shared/data/sst2/train.tsv --concurrency 64 --requests 3000 --duration 30
+        --data "$BERTKIT_DATA/sst2/train.tsv" --concurrency 64 --requests 3000 --duration 30
 
 Inputs are drawn from real text with its real length distribution: SST-2 sentences (`*.tsv`),
 CoNLL-2003 sentences (`*.txt` / `*.conll`) or SQuAD question/context pairs (`*.json`). Two modes:

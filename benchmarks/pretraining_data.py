@@ -1,8 +1,8 @@
 """Pretraining-data preparation speed and memory: ours vs a pure-Python port of the original recipe.
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_data.py --repeats 3
+    python benchmarks/pretraining_data.py --repeats 3
 
-Ours prepares the whole of `/work/shared/data/corpus/*.txt.gz` (about 7.3 million words) with
+Ours prepares the whole of `$BERTKIT_DATA/corpus/*.txt.gz` (about 7.3 million words) with
 max length 128 in a fresh subprocess per run; the peak memory is the largest sum of the RSS of
 the process tree (main + workers), sampled every 50 ms. The baseline is the original
 `create_pretraining_data.py` algorithm ported to Python 3 (per-sentence tokenization with the
@@ -28,9 +28,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, markdown_table, median, write_results  # noqa: E402
+from benchmarks.common import data_dir, machine, markdown_table, median, write_results  # noqa: E402
 
-CORPUS = Path("/work/shared/data/corpus")
+
+def shown(files: list[str]) -> list[str]:
+    """Corpus files as the results name them: relative to the datasets directory, not this machine's path."""
+    return [f"$BERTKIT_DATA/corpus/{Path(f).name}" for f in files]
 
 
 def tokenizer_path() -> Path:
@@ -267,6 +270,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-file", default="austen.txt.gz", help="corpus file the slow baseline runs on")
+    parser.add_argument("--data-dir", help="the datasets directory, with corpus/ (default: $BERTKIT_DATA)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -276,7 +280,8 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    inputs = sorted(str(p) for p in CORPUS.glob("*.txt.gz"))
+    corpus = data_dir(args.data_dir) / "corpus"
+    inputs = sorted(str(p) for p in corpus.glob("*.txt.gz"))
     tok = str(tokenizer_path())
     configs = [
         ("ceiling: read + HF tokenizer.json encode_batch_fast only, 2 threads", "tokenize_only", inputs,
@@ -288,9 +293,10 @@ def main() -> int:
         ("ours, static dupe_factor 1, 2 workers, whole-word", "ours", inputs,
          {"dupe_factor": 1, "workers": 2, "whole_word_mask": True}),
         (f"original recipe (pure Python, slow tokenizer), {args.baseline_file}, dupe_factor 1", "baseline",
-         [str(CORPUS / args.baseline_file)], {"dupe_factor": 1}),
+         [str(corpus / args.baseline_file)], {"dupe_factor": 1}),
     ]  # fmt: skip
-    rows, payload = [], {"machine": machine(), "inputs": inputs, "tokenizer": tok, "max_seq_len": 128, "runs": []}
+    rows = []
+    payload = {"machine": machine(), "inputs": shown(inputs), "tokenizer": tok, "max_seq_len": 128, "runs": []}
     for name, kind, files, options in configs:
         repeats = args.repeats if len(rows) < 3 else 1  # the headline rows are repeated
         runs = [measure(kind, {"inputs": files, "tokenizer": tok, "options": options}) for _ in range(repeats)]
@@ -299,7 +305,7 @@ def main() -> int:
         rate = counts["corpus_tokens"] / seconds
         out_rate = counts.get("instance_tokens", 0) / seconds
         rss = max(r["peak_rss_mb"] for r in runs)
-        payload["runs"].append({"name": name, "options": options, "inputs": files, "runs": runs})
+        payload["runs"].append({"name": name, "options": options, "inputs": shown(files), "runs": runs})
         rows.append([
             name, f"{counts['corpus_tokens']:,}", f"{counts['instances']:,}" if counts["instances"] else "-",
             f"{seconds:.1f}",
@@ -322,10 +328,10 @@ def main() -> int:
               "peak RSS MB (tree)", "disk MB", "runs"]  # fmt: skip
     table = (
         "# Pretraining data preparation\n\n"
-        f"Command: `flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_data.py --repeats {args.repeats}`\n\n"
-        f"Input: {len(inputs)} files of `{CORPUS}/*.txt.gz` (7,261,088 words, 42.8 MB uncompressed); "
+        f"Command: `python benchmarks/pretraining_data.py --repeats {args.repeats}`\n\n"
+        f"Input: {len(inputs)} files of `$BERTKIT_DATA/corpus/*.txt.gz` (7,261,088 words, 42.8 MB uncompressed); "
         "tokenizer: bert-base-uncased `vocab.txt` from all-MiniLM-L6-v2; max_seq_len 128, max_predictions 20. "
-        f"Machine: {machine()['cpu_count']} CPU cores, shared with other jobs. Medians over the runs; "
+        f"Machine: {machine()['cpu_count']} CPU cores. Medians over the runs; "
         "peak RSS is the largest sampled sum over the process tree.\n\n"
         + markdown_table(header, rows)
         + f"\nOurs (static, dupe_factor 1, 2 workers) vs the original recipe in corpus tokens/s: {ratio:.0f}x.\n"

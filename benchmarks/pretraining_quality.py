@@ -1,7 +1,7 @@
 """Pretraining quality: `mini` from scratch on the shared corpus, then SST-2 against random init.
 
-    W=/tmp/bertkit-quality; Q="flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_quality.py"
-    $Q prepare --work $W
+    W=runs/pretraining-quality; Q="python benchmarks/pretraining_quality.py"
+    $Q prepare --work $W                        # reads $BERTKIT_DATA/corpus and sst2 (or --data-dir DIR)
     $Q pretrain --work $W --minutes 60 --lr 1e-3 --dropout 0
     $Q extend --work $W --max-steps 2700        # optional: more steps from the last checkpoint
     $Q finetune --work $W --few-shot-lrs 3e-4 1e-3
@@ -45,11 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import RESULTS, machine, markdown_table, write_results  # noqa: E402
+from benchmarks.common import RESULTS, data_dir, machine, markdown_table, write_results  # noqa: E402
 
-CORPUS = Path("/work/shared/data/corpus")
 SOURCES = ["brown", "austen", "wordnet", "bbc", "gcide"]
-SST2 = Path("/work/shared/data/sst2/train.tsv")
 VOCAB_SIZE = 16000
 BATCH_SIZE = 32
 SEQ_LEN = 128
@@ -67,8 +65,9 @@ def bert(*args: str) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def prepare(work: Path) -> None:
-    inputs = [str(CORPUS / f"{name}.txt.gz") for name in SOURCES]
+def prepare(work: Path, data: Path) -> None:
+    corpus = data / "corpus"
+    inputs = [str(corpus / f"{name}.txt.gz") for name in SOURCES]
     if not (work / "tok" / "vocab.txt").exists():
         bert("tokenizer", "train", "--input", *inputs, "--vocab-size", str(VOCAB_SIZE), "--out", str(work / "tok"))
     common = ["--tokenizer", str(work / "tok"), "--max-seq-len", str(SEQ_LEN), "--workers", "2", "--no-progress"]
@@ -76,16 +75,16 @@ def prepare(work: Path) -> None:
         bert("data", "pretraining", "--input", *inputs, "--out", str(work / "data" / "train"), "--dynamic-masking",
              *common)  # fmt: skip
     if not (work / "data" / "heldout" / "manifest.json").exists():
-        bert("data", "pretraining", "--input", str(CORPUS / "heldout.txt.gz"), "--out", str(work / "data" / "heldout"),
+        bert("data", "pretraining", "--input", str(corpus / "heldout.txt.gz"), "--out", str(work / "data" / "heldout"),
              "--dupe-factor", "1", *common)  # fmt: skip
-    split_sst2(work / "sst2")
+    split_sst2(work / "sst2", data)
 
 
-def split_sst2(out: Path) -> None:
+def split_sst2(out: Path, data: str | Path | None) -> None:
     """Every 20th row of SST-2 train is held out; a fixed random `train_rows` of the rest are trained on."""
     if (out / "heldout.tsv").exists() and (out / f"train_{FEW_SHOT_ROWS}.tsv").exists():
         return
-    with SST2.open(encoding="utf-8") as f:
+    with (data_dir(data) / "sst2" / "train.tsv").open(encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     header, rows = rows[0], rows[1:]
     heldout = [r for i, r in enumerate(rows) if i % 20 == 0]
@@ -222,9 +221,9 @@ def finetune_inits(work: Path) -> tuple[Path, Path]:
     return pretrained, random_init
 
 
-def finetune(work: Path, few_shot_lrs: list[float] | None = None) -> None:
+def finetune(work: Path, few_shot_lrs: list[float] | None = None, data: str | None = None) -> None:
     pretrained, random_init = finetune_inits(work)
-    split_sst2(work / "sst2")
+    split_sst2(work / "sst2", data)
     inits = (("pretrained", pretrained), ("random_init", random_init))
     few_shot = (f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS)
     runs = [("", "train.tsv", FT["epochs"], FT["lr"]), (f"_{FEW_SHOT_ROWS}", *few_shot, FT["lr"])]
@@ -466,19 +465,22 @@ def report(work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "heads", "report"])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bertkit-quality"))
+    parser.add_argument("--work", type=Path, default=Path("runs/pretraining-quality"))
+    parser.add_argument("--data-dir", help="prepare: the datasets, with corpus/ and sst2/ (default: $BERTKIT_DATA)")
     parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
     parser.add_argument("--max-steps", type=int, help="extend: the step to resume up to (instead of --minutes)")
     parser.add_argument("--lr", type=float, help="pretraining peak learning rate (default 1e-3; fixed per --work)")
     parser.add_argument("--dropout", type=float, help="pretraining dropout (default 0; fine-tuning uses 0.1)")
     parser.add_argument("--few-shot-lrs", type=float, nargs="*", help="finetune: the low-resource arm at these lrs too")
     args = parser.parse_args()
+    args.work = args.work.resolve()  # the bert subprocesses run in the repository root
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "pretrain":
         recipe(args.work, lr=args.lr, dropout=args.dropout)
-    {"prepare": lambda: prepare(args.work), "pretrain": lambda: pretrain(args.work, args.minutes),
+    {"prepare": lambda: prepare(args.work, data_dir(args.data_dir)),
+     "pretrain": lambda: pretrain(args.work, args.minutes),
      "extend": lambda: extend(args.work, args.minutes, args.max_steps),
-     "finetune": lambda: finetune(args.work, args.few_shot_lrs), "heads": lambda: heads(args.work),
+     "finetune": lambda: finetune(args.work, args.few_shot_lrs, args.data_dir), "heads": lambda: heads(args.work),
      "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
     return 0
 

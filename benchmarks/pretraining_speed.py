@@ -1,6 +1,6 @@
 """Pretraining speed: our trainer's optimizer step against a plain `transformers.BertForPreTraining` loop.
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/pretraining_speed.py              # mini, B=32, T=128
+    python benchmarks/pretraining_speed.py              # mini, B=32, T=128
     python benchmarks/pretraining_speed.py --precisions bf16 --device cuda --config base   # on a GPU
 
 Both sides train the same architecture on the same batches (random ids, full-length sequences,

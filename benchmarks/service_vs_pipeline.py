@@ -1,6 +1,6 @@
 """Our service (int8 bundle, dynamic batching) vs a FastAPI endpoint calling a transformers pipeline.
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/service_vs_pipeline.py --repeats 3 --duration 15
+    python benchmarks/service_vs_pipeline.py --repeats 3 --duration 15
 
 One run on this machine, same MiniLM classification model everywhere, 64 concurrent clients
 sending SST-2 sentences over loopback: (1) `bert serve` on the int8 bundle with batching on,
@@ -9,9 +9,10 @@ per request, as users usually write it. Reports throughput, p50/p95/p99, errors,
 size and padding ratio, and the delivered model FLOP/s against an int8 matmul peak measured in the
 same run. Writes benchmarks/results/service_vs_pipeline.{json,md}.
 
-Model: `--model-dir` (a fine-tuned directory), else /work/runs/finetune-sst2-minilm when it holds
+Model: `--model-dir` (a fine-tuned directory), else runs/finetune-sst2-minilm when it holds
 weights, else all-MiniLM-L6-v2 with a randomly initialised 2-label head (speed does not depend on
-the head's weights); the .md says which was used.
+the head's weights); the .md says which was used. SST-2 sentences come from `--data-dir`, else
+$BERTKIT_DATA (sst2/train.tsv).
 """
 
 from __future__ import annotations
@@ -33,12 +34,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
+from benchmarks.common import data_dir, machine, markdown_table, write_results  # noqa: E402
 from benchmarks.load import measure, read_sst2  # noqa: E402
 
-WORK = Path("/tmp/bertkit-bench")
-FINETUNED = Path("/work/runs/finetune-sst2-minilm")
-SST2 = Path("/work/shared/data/sst2/train.tsv")
+WORK = Path("runs/bench")
+FINETUNED = Path("runs/finetune-sst2-minilm")  # where benchmarks/finetune_quality.py keeps it
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -212,6 +212,7 @@ def names_index(configs: dict, name: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="fine-tuned classification model directory")
+    parser.add_argument("--data-dir", help="the datasets directory, with sst2/train.tsv (default: $BERTKIT_DATA)")
     parser.add_argument("--bundle", help="int8 bundle of that model (default: exported here)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (medians are quoted)")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per run")
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_baseline(args.serve_baseline, args.port)
         return 0
 
+    sst2 = data_dir(args.data_dir) / "sst2" / "train.tsv"
     WORK.mkdir(parents=True, exist_ok=True)
     model_dir, model_note = prepare_model(args.model_dir)
     bundle = prepare_bundle(model_dir, args.bundle)
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(bundle / "tokenizer.json")
-    sentences = read_sst2(SST2)
+    sentences = read_sst2(sst2)
     lengths = {}
 
     def flops_of(sentence: str) -> float:
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = {"ops_per_s": 0.0}
 
-    base_env = dict(os.environ, BERTKIT_BUNDLES=str(bundle), BERTKIT_LOG_LEVEL="warning")
+    base_env = dict(os.environ, BERTKIT_BUNDLES=str(bundle.resolve()), BERTKIT_LOG_LEVEL="warning")
     configs = {}
     for name, extra in [
         ("ours (int8, batching)", {}),
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
              "--no-access-log"], dict(base_env, **extra), "/ready",
         )  # fmt: skip
     configs["baseline (FastAPI + transformers pipeline)"] = lambda port: (
-        [sys.executable, __file__, "--serve-baseline", str(model_dir), "--port", str(port)],
+        [sys.executable, __file__, "--serve-baseline", str(model_dir.resolve()), "--port", str(port)],
         dict(os.environ),
         "/ready",
     )
@@ -306,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['delivered_gflops_per_s']:.1f}", f"{100 * row['share_of_int8_peak']:.1f}%",
         ])  # fmt: skip
     server = server_defaults()
-    command = "flock /tmp/bertkit-heavy.lock python benchmarks/service_vs_pipeline.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = "python benchmarks/service_vs_pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:])
     payload = {"command": command, "model": model_note, "bundle": str(bundle), "machine": machine(),
                "concurrency": args.concurrency, "repeats": args.repeats, "duration_s": args.duration,
                "int8_matmul_peak": peak, "server_settings": server, "results": rows, "runs": runs}  # fmt: skip

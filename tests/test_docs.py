@@ -273,7 +273,10 @@ def _dev_machine_lines(name: str, text: str) -> list[str]:
 
 
 def test_docs_and_benchmark_notes_name_no_development_machine():
-    files = [*DOCS, *sorted((ROOT / "benchmarks").glob("*.md"))]
+    """Docs, benchmark notes and recorded results, and the benchmark scripts that write those results."""
+    benchmarks = ROOT / "benchmarks"
+    files = [*DOCS, *sorted(benchmarks.glob("*.md")), *sorted((benchmarks / "results").glob("*.md"))]
+    files += sorted(benchmarks.glob("*.py"))
     found = [hit for path in files for hit in _dev_machine_lines(str(path.relative_to(ROOT)), path.read_text())]
     assert not found, "development-machine paths or locks:\n" + "\n".join(found)
 
