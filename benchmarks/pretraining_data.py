@@ -46,7 +46,7 @@ def tokenizer_path() -> Path:
 
 
 def run_ours(settings: dict) -> dict:
-    from training.pretraining_data import build_pretraining_data
+    from training.pretraining_build import build_pretraining_data
 
     with tempfile.TemporaryDirectory(prefix="ptdata-") as out:
         start = time.perf_counter()

@@ -193,7 +193,8 @@ def evaluate_heldout(work: Path) -> dict:
 
     from model import load_pretrained
     from training.distributed import DistInfo
-    from training.pretrain import PretrainSettings, evaluate
+    from training.pretrain_settings import PretrainSettings
+    from training.pretrain_step import evaluate
     from training.pretraining_data import open_pretraining_data
 
     model = load_pretrained(work / "run" / "model", head="pretraining")

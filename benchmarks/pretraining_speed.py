@@ -5,7 +5,7 @@
 
 Both sides train the same architecture on the same batches (random ids, full-length sequences,
 20 masked positions per sequence as `bert data pretraining` makes them, random NSP labels):
-- ours: `training.pretrain.optimizer_step` (what `bert pretrain` runs each step): the vocabulary
+- ours: `training.pretrain_step.optimizer_step` (what `bert pretrain` runs each step): the vocabulary
   projection only at masked positions, packed real tokens, SDPA, AdamW without decay on
   biases/LayerNorm, gradient clipping, autocast;
 - baseline: `BertForPreTraining(labels=..., next_sentence_label=...)`, `loss.backward()`,
@@ -103,7 +103,7 @@ def ours(config, device, precision: str):
     from model import build_model
     from training.device import grad_scaler
     from training.optim import build_optimizer, build_scheduler
-    from training.pretrain import optimizer_step
+    from training.pretrain_step import optimizer_step
 
     model = build_model(config, "pretraining").to(device).train()
     optimizer = build_optimizer(model, lr=1e-4, fused=True)

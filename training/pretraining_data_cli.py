@@ -53,7 +53,7 @@ class PretrainingDataSettings:
 
 
 def run(settings: PretrainingDataSettings) -> int:
-    from training.pretraining_data import build_pretraining_data  # noqa: PLC0415 (keeps --help fast)
+    from training.pretraining_build import build_pretraining_data  # noqa: PLC0415 (keeps --help fast)
 
     if settings.dynamic_masking and settings.dupe_factor is not None:
         raise CliError("--dupe-factor is for static masking; --dynamic-masking draws new masks every epoch instead")

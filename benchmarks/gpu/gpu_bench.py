@@ -2,7 +2,7 @@
 
 1. bf16 matmul peak of the card (torch, CUDA events, best of a few square shapes).
 2. Pretraining speed, `base` config, sequence length 128, bf16: our optimizer step
-   (`training.pretrain.optimizer_step` via benchmarks/pretraining_speed.py): sequences/s,
+   (`training.pretrain_step.optimizer_step` via benchmarks/pretraining_speed.py): sequences/s,
    tokens/s, model FLOP/s and the fraction of the peak from stage 1.
 3. Inference: a `base` classification model exported fp32 and fp16, run on onnxruntime's CUDA
    provider (CPU if the image's onnxruntime lacks it: recorded) at batch 1/8/64 x 128 tokens:

@@ -55,7 +55,7 @@ def train_tokenizer(corpus: Path, out: Path, vocab_size: int = 200) -> Path:
 
 def build_data(root: Path, documents: int = 60, seed: int = 0, max_seq_len: int = 48) -> tuple[Path, Path]:
     """(train data dir, held-out data dir) built from generated text with the real builder."""
-    from training.pretraining_data import build_pretraining_data
+    from training.pretraining_build import build_pretraining_data
 
     root.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(generate_corpus(root / "all.txt", documents + 10, seed), root / "tok")

@@ -98,7 +98,8 @@ def test_accumulated_gradient_is_the_big_batch_gradient(data, tmp_path):
     """The loss curves above cannot see a constant factor on the gradient (AdamW and clipping undo it): this can."""
     from model import BertConfig, build_model
     from training.device import grad_scaler
-    from training.pretrain import optimizer_step, to_tensors
+    from training.pretrain_batches import to_tensors
+    from training.pretrain_step import optimizer_step
     from training.pretraining_data import open_pretraining_data
 
     train_dir, _ = data
@@ -147,12 +148,13 @@ def test_exact_resume_after_sigkill(data, tmp_path):
         f"""
         import os, signal, sys
         import training.pretrain as p
-        original = p.MetricsLog.write
+        import training.pretrain_run as run
+        original = run.MetricsLog.write
         def write(self, record):
             original(self, record)
             if record["step"] >= {n + 2}:
                 os.kill(os.getpid(), signal.SIGKILL)
-        p.MetricsLog.write = write
+        run.MetricsLog.write = write
         sys.exit(p.main(sys.argv[1:]))
         """
     )
@@ -199,18 +201,18 @@ def test_ddp_two_gloo_processes_match_one_process(data, tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits(data, tmp_path, monkeypatch, capsys):
     import signal
 
-    import training.pretrain as pretrain
+    import training.pretrain_run as run
 
     train_dir, _ = data
     config = write_config(tmp_path / "config.json", vocab_size(train_dir))
-    original = pretrain.MetricsLog.write
+    original = run.MetricsLog.write
 
     def write(self, record):
         original(self, record)
         if record["step"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(pretrain.MetricsLog, "write", write)
+    monkeypatch.setattr(run.MetricsLog, "write", write)
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGTERM)  # not always SIG_DFL: other tests' servers install handlers
     assert main(args(train_dir, out, config, max_steps=1000)) == 130
@@ -220,7 +222,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data, tmp_path, monkeypatch, capsy
 
 
 def test_continued_pretraining_from_minilm_creates_tied_heads(minilm_dir, tmp_path):
-    from training.pretraining_data import build_pretraining_data
+    from training.pretraining_build import build_pretraining_data
 
     text = tmp_path / "text.txt"
     text.write_text("Paris is in France.\nIt is a large city.\n\nThe cat sat.\nIt slept.\n\n" * 4, encoding="utf-8")

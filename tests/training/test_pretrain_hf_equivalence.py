@@ -1,6 +1,6 @@
 """A pretraining step computes what transformers' BertForPreTraining computes on the same weights and batch.
 
-MLM projected at the masked positions only (training/pretrain.py) against transformers' full
+MLM projected at the masked positions only (training/pretrain_step.py) against transformers' full
 projection with -100 labels; NSP on the pooled [CLS]. Dropout off, padded batch.
 """
 
@@ -13,7 +13,8 @@ import torch
 from model import BertConfig, build_model, save_pretrained
 from tests.helpers.gradients import assert_same_gradients
 from tests.helpers.tolerances import network_tolerance
-from training.pretrain import pretraining_sums, to_tensors
+from training.pretrain_batches import to_tensors
+from training.pretrain_step import pretraining_sums
 
 transformers = pytest.importorskip("transformers")
 

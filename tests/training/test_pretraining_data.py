@@ -13,16 +13,11 @@ from model.tokenizer import SPECIAL_TOKENS, BertTokenizer, load_tokenizer
 from tests.helpers.tolerances import FP64_EPS, binomial_tolerance
 from tests.training import data_testkit
 from tests.training.data_testkit import make_corpus
-from training.pretraining_data import (
-    IGNORE_INDEX,
-    _BlockReader,
-    _create_pairs,
-    _Plan,
-    _truncate_pair,
-    build_pretraining_data,
-    mask_batch,
-    open_pretraining_data,
-)
+from training.pretraining_blocks import BlockReader
+from training.pretraining_build import build_pretraining_data
+from training.pretraining_data import open_pretraining_data
+from training.pretraining_instances import ShardPlan, _create_pairs, _truncate_pair
+from training.pretraining_masking import IGNORE_INDEX, mask_batch
 
 MAX_LEN = 32
 corpus_file = data_testkit.corpus_file  # fixtures
@@ -129,7 +124,7 @@ def test_same_seed_gives_byte_identical_output_whatever_the_workers(tmp_path, co
 def test_blocks_are_cut_the_same_whatever_the_workers(tmp_path, corpus_file, tiny_tokenizer_dir, monkeypatch):
     """Many small tokenization batches and small blocks: the batches still in flight at the end of the
     corpus are cut into blocks like all the others (they once all went into the last block with workers)."""
-    monkeypatch.setattr(_BlockReader, "batch_sentences", 20)
+    monkeypatch.setattr(BlockReader, "batch_sentences", 20)
     names = {}
     for workers in (1, 2):
         manifest = build(
@@ -304,7 +299,7 @@ def test_pairs_follow_the_original_algorithm():
         for sentence in document:
             unique_docs[-1].append(flat[k : k + len(sentence)])
             k += len(sentence)
-    plan = _Plan(24, 4, 0.3, False, False, 0, 100, 2, 3, 4, "uint16")
+    plan = ShardPlan(24, 4, 0.3, False, False, 0, 100, 2, 3, 4, "uint16")
     got = _create_pairs(np.arange(len(documents)), np.array(sent_starts), np.array(doc_starts), plan, random.Random(9))
     want = reference_instances(unique_docs, plan, random.Random(9))
     assert len(got[0]) == len(want) > 60
