@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "bert verify"
 
     def run() -> int:
-        settings = parse_dataclass(VerifySettings, argv, prog, __doc__, positional=("bundle_dir",))
+        settings = parse_dataclass(VerifySettings, argv, prog, __doc__.split("\n\n")[0], positional=("bundle_dir",))
         for line in verify_bundle(settings.bundle_dir, settings.providers):
             print(f"ok  {line}")
         print(f"{settings.bundle_dir}: bundle is valid")

@@ -298,6 +298,16 @@ def test_source_messages_name_no_development_machine():
     assert not found, "development-machine paths or locks in the source:\n" + "\n".join(found)
 
 
+@pytest.mark.parametrize("argv", [argv for argv in _help_invocations() if len(argv) > 1], ids=" ".join)
+def test_help_description_is_one_paragraph(argv):
+    """A command's help opens with one short paragraph; the module docstring's examples belong in docs/."""
+    paragraphs = _help_text(argv).split("\n\n")
+    description = paragraphs[1] if len(paragraphs) > 1 else ""
+    if description.startswith(("positional arguments:", "options:")):
+        return
+    assert len(description.strip().splitlines()) <= 3, f"bert {' '.join(argv)} --help opens with:\n{description}"
+
+
 def test_readme_is_a_landing_page():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move the detail to docs/"

@@ -42,7 +42,10 @@ class ExportSettings:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prog = "bert export"
-    return run_cli(lambda: _run(parse_dataclass(ExportSettings, argv, prog, __doc__, positional=("model_dir",))), prog)
+    return run_cli(
+        lambda: _run(parse_dataclass(ExportSettings, argv, prog, __doc__.split("\n\n")[0], positional=("model_dir",))),
+        prog,
+    )
 
 
 def _run(settings: ExportSettings) -> int:
