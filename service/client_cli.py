@@ -14,12 +14,14 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
+from typing import get_args
 
 import httpx
 from pydantic import BaseModel
 
 from core.args import CliError, add_dataclass_arguments, parse, run_cli
 from service.client import Client, ServiceError
+from service.schemas import NerRequest
 
 
 def _f(default, help: str, **meta):
@@ -32,9 +34,13 @@ def _f(default, help: str, **meta):
 class ConnectionOptions:
     url: str | None = _f(None, "service URL (default: $BERTKIT_URL or http://127.0.0.1:8000)")
     api_key: str | None = _f(None, "API key sent as `Authorization: Bearer` (default: $BERTKIT_API_KEY)")
-    model: str | None = _f(None, "bundle name (see `bert predict models`); default: the first of the task")
     json: bool = _f(False, "print the raw results as JSON (one line per input)")
     timeout: float = _f(60.0, "seconds to wait for an answer")
+
+
+@dataclass
+class ModelOptions(ConnectionOptions):
+    model: str | None = _f(None, "bundle name (see `bert predict models`); default: the first of the task")
 
 
 @dataclass
@@ -44,21 +50,26 @@ class TextOptions:
 
 
 @dataclass
-class ClassifyOptions(TextOptions, ConnectionOptions):
+class ClassifyOptions(TextOptions, ModelOptions):
     top_k: int | None = _f(None, "keep the k best labels per input")
 
 
+# `ner --aggregation` takes its default and choices from POST /v1/ner's, so the two cannot drift apart.
+_AGGREGATION = NerRequest.model_fields["aggregation_strategy"]
+
+
 @dataclass
-class NerOptions(TextOptions, ConnectionOptions):
+class NerOptions(TextOptions, ModelOptions):
     aggregation: str = _f(
-        "first",
-        "how tokens become entities (first: whole words, each tagged by its first sub-token)",
-        choices=("none", "simple", "first", "average", "max"),
+        _AGGREGATION.default,
+        "how tokens become entities, as the API's aggregation_strategy (simple: adjacent B-/I- tags grouped; "
+        "first/average/max: whole words)",
+        choices=get_args(_AGGREGATION.annotation),
     )
 
 
 @dataclass
-class QaOptions(ConnectionOptions):
+class QaOptions(ModelOptions):
     question: str | None = _f(None, "the question")
     context: str | None = _f(None, "the text that holds the answer")
     context_file: str | None = _f(None, "read the context from this file instead")
@@ -66,13 +77,8 @@ class QaOptions(ConnectionOptions):
 
 
 @dataclass
-class EmbedOptions(TextOptions, ConnectionOptions):
+class EmbedOptions(TextOptions, ModelOptions):
     normalize: bool = _f(True, "scale each vector to unit length")
-
-
-@dataclass
-class ModelsOptions(ConnectionOptions):
-    pass
 
 
 COMMANDS = {
@@ -80,7 +86,7 @@ COMMANDS = {
     "ner": (NerOptions, "named entities of each text, with character offsets"),
     "qa": (QaOptions, "the answer to a question, found in a context"),
     "embed": (EmbedOptions, "sentence embeddings of each text"),
-    "models": (ModelsOptions, "the bundles the service has loaded"),
+    "models": (ConnectionOptions, "the bundles the service has loaded"),
 }
 
 

@@ -7,11 +7,13 @@ service (`bert serve` in a subprocess) with tiny bundles.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import subprocess
 import sys
 import time
+import typing
 
 import httpx
 import pytest
@@ -187,6 +189,20 @@ def test_cli_says_one_line_when_the_service_is_down(capsys):
 def test_cli_needs_some_text(capsys):
     assert client_cli.main(["ner", "--url", "http://127.0.0.1:9"]) == 2
     assert "no text given" in capsys.readouterr().err
+
+
+def test_cli_ner_aggregation_is_the_apis():
+    """`bert predict ner` sends what a bare POST /v1/ner would use, and offers the same strategies."""
+    api = schemas.NerRequest.model_fields["aggregation_strategy"]
+    cli = next(f for f in dataclasses.fields(client_cli.NerOptions) if f.name == "aggregation")
+    assert client_cli._parser().parse_args(["ner", "x"]).aggregation == api.default
+    assert tuple(cli.metadata["choices"]) == typing.get_args(api.annotation)
+
+
+def test_cli_models_takes_no_model():
+    with pytest.raises(SystemExit) as exit_info:
+        client_cli.main(["models", "--model", "x", "--url", "http://127.0.0.1:9"])
+    assert exit_info.value.code == 2
 
 
 # --- live: the real service with tiny bundles ----------------------------------------------------
