@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from core.providers import DEVICES  # auto | cpu | cuda: one vocabulary for training and serving
+
 log = logging.getLogger("bertkit.device")
 
-DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 

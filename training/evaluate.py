@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.args import CliError, parse_dataclass, run_cli
+from core.providers import DEVICES
 
 PROG = "bert evaluate"
 HEADS = {"classify": "sequence-classification", "ner": "token-classification", "qa": "question-answering"}
@@ -33,7 +34,10 @@ class EvaluateSettings:
         metadata={"help": "write each example's prediction here as JSONL (label, word tags or answer), in file order"},
     )
     batch_size: int = field(default=64, metadata={"help": "examples per batch"})
-    device: str = field(default="auto", metadata={"help": "torch models: auto, cpu or cuda"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "torch models: auto takes CUDA when available, else the CPU", "choices": DEVICES},
+    )
     strict: bool = field(default=False, metadata={"help": "fail on the first unusable example"})
     text_column: str | None = field(default=None, metadata={"help": "classify: text column (default: as trained)"})
     text_pair_column: str | None = field(default=None, metadata={"help": "classify: second text column"})

@@ -40,6 +40,18 @@ def test_cuda_requested_but_unusable_is_a_user_error(monkeypatch):
         dev.select_device("tpu")
 
 
+@pytest.mark.parametrize("command", ["finetune", "evaluate"])
+def test_finetune_and_evaluate_take_the_devices_pretrain_takes(command, capsys):
+    from cli.main import main as bert
+
+    argv = {"finetune": ["classify", "--model", "m", "--train", "t", "--out", "o"],
+            "evaluate": ["classify", "--model", "m", "--data", "d"]}[command]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        bert([command, *argv, "--device", "gpu"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'gpu' (choose from " + ", ".join(map(repr, dev.DEVICES)) in capsys.readouterr().err
+
+
 def test_precision_resolution(monkeypatch):
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
     assert dev.resolve_precision("auto", "cpu") == "fp32"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.providers import DEVICES
+
 TASKS = ("classify", "ner", "qa")
 DEFAULT_MAX_SEQ_LEN = {"classify": 128, "ner": 128, "qa": 384}
 DEFAULT_STRIDE = {"ner": 32, "qa": 128}
@@ -40,7 +42,7 @@ class FinetuneSettings:
         "about 1.5 entity-F1 points on CoNLL-2003 in one epoch)",
     )
     eval_batch_size: int = _f(64, "examples per batch at evaluation")
-    device: str = _f("auto", "auto (cuda when available), cpu or cuda")
+    device: str = _f("auto", "auto takes CUDA when available, else the CPU", choices=DEVICES)
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
     # --- data ---
     max_seq_len: int | None = _f(None, "tokens per sequence incl. specials (default: 128, qa 384)")
