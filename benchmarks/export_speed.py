@@ -231,9 +231,9 @@ def build_bundles(model_path: str, work: Path) -> tuple[object, dict[str, Path],
     task = {"task": "sequence-classification", "labels": ["negative", "positive"], "max_seq_len": 512}
     (model_dir / "task.json").write_text(json.dumps(task))
     bundles = {
-        "onnx fp32": export_bundle(model_dir, work / "fp32"),
-        "onnx fused": export_bundle(model_dir, work / "fused", optimize=True),
-        "onnx fused int8": export_bundle(model_dir, work / "int8", optimize=True, quantize="int8"),
+        "onnx fp32": export_bundle(model_dir, work / "fp32", precision="fp32"),
+        "onnx fused": export_bundle(model_dir, work / "fused", precision="fp32", optimize=True),
+        "onnx fused int8": export_bundle(model_dir, work / "int8", precision="int8-dynamic", optimize=True),
     }
     manifests = {k: read_manifest(p).raw for k, p in bundles.items()}
     return model, bundles, manifests

@@ -77,7 +77,7 @@ def prepare_bundle(model_dir: Path, bundle: str | None) -> Path:
     if not is_bundle(out):
         from training.export import export_bundle
 
-        export_bundle(model_dir, out, optimize=True, quantize="int8", name="sst2-int8", overwrite=True)
+        export_bundle(model_dir, out, precision="int8-dynamic", optimize=True, name="sst2-int8", overwrite=True)
     return out
 
 

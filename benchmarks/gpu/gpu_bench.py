@@ -124,8 +124,8 @@ def build_bundles(work: Path, dry: bool) -> dict[str, Path]:
     load_tokenizer(vocab_file(work)).save(model_dir)
     (model_dir / "task.json").write_text(json.dumps({"task": "sequence-classification", "max_seq_len": 128}))
     bundles = {"fp32": work / "bundle-fp32", "fp16": work / "bundle-fp16"}
-    export_bundle(model_dir, bundles["fp32"], optimize=True, name="base-fp32")
-    export_bundle(model_dir, bundles["fp16"], optimize=True, fp16=not dry, name="base-fp16")
+    export_bundle(model_dir, bundles["fp32"], precision="fp32", optimize=True, name="base-fp32")
+    export_bundle(model_dir, bundles["fp16"], precision="fp32" if dry else "fp16", optimize=True, name="base-fp16")
     return bundles
 
 

@@ -48,7 +48,11 @@ def tiny_vocab() -> dict[str, int]:
 
 
 def make_tiny_model(directory: str | Path, task: str, labels: list[str] | None = None, seed: int = 0) -> Path:
-    """A tiny random model directory (config.json, model.safetensors, vocab.txt, tokenizer.json, task.json)."""
+    """A tiny random model directory (config.json, model.safetensors, vocab.txt, tokenizer.json, task.json).
+
+    Like a fine-tuned directory, task.json names the training file (written next to it, a few examples
+    in the task's format), which `bert export` calibrates static int8 on.
+    """
     import json
 
     import torch
@@ -78,27 +82,70 @@ def make_tiny_model(directory: str | Path, task: str, labels: list[str] | None =
         info = {"task": task, "labels": labels, "problem_type": None, "max_seq_len": 64}
         if task == "sequence-classification":
             info["problem_type"] = "single_label_classification"
+        info["train_file"] = str(write_training_file(directory, task, labels).resolve())
         (directory / "task.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return directory
+
+
+TRAINING_TEXTS = [
+    "the quick brown fox jumps over the lazy dog .",
+    "paris is the capital of france and berlin is the capital of germany .",
+    "i did not like this movie at all , the plot was boring",
+    "john smith said the new film was really great fun",
+    "mary was in london for google",
+    "what a bad story , the worst ending of the year",
+    "café crème près de la gare",
+    "北 京 和 上 海 是 大 城",
+]
+
+
+def write_training_file(directory: Path, task: str, labels: list[str] | None) -> Path:
+    """A few training examples in the fine-tuning format of `task` (fill-mask: plain text lines)."""
+    import json
+
+    if task == "sequence-classification":
+        path = directory / "train.tsv"
+        rows = [f"{text}\t{labels[i % len(labels)]}" for i, text in enumerate(TRAINING_TEXTS)]
+        path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    elif task == "token-classification":
+        path = directory / "train.conll"
+        sentences = []
+        for text in TRAINING_TEXTS:  # the first word tagged with the first entity label, the rest O
+            words = text.split()
+            sentences.append("\n".join(f"{w} {labels[1] if j == 0 else labels[0]}" for j, w in enumerate(words)))
+        path.write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+    elif task == "question-answering":
+        path = directory / "train.json"
+        qas = [
+            {"id": str(i), "question": "who is the capital ?", "answers": [{"text": t.split()[0], "answer_start": 0}]}
+            for i, t in enumerate(TRAINING_TEXTS)
+        ]
+        paragraphs = [{"context": t, "qas": [qa]} for t, qa in zip(TRAINING_TEXTS, qas)]
+        path.write_text(json.dumps({"data": [{"title": "tiny", "paragraphs": paragraphs}]}), encoding="utf-8")
+    else:
+        path = directory / "train.txt"
+        path.write_text("\n".join(TRAINING_TEXTS) + "\n", encoding="utf-8")
+    return path
 
 
 def make_tiny_bundle(
     tmp_dir: str | Path,
     task: str,
     labels: list[str] | None = None,
-    quantize: str | None = None,
+    precision: str = "fp32",
     optimize: bool = False,
     name: str | None = None,
 ) -> Path:
     """Build a tiny random model of `task` under `tmp_dir` and export it; returns the bundle directory.
 
     task: sequence-classification | token-classification | question-answering | fill-mask | embedding.
+    precision: fp32 | fp16 | int8-dynamic (static int8 needs calibration data: see test_export_static_int8.py).
     """
     from training.export import export_bundle
 
     tmp_dir = Path(tmp_dir)
-    suffix = f"{task}-{quantize or 'fp32'}{'-fused' if optimize else ''}"
+    suffix = f"{task}-{precision}{'-fused' if optimize else ''}"
     model_dir = make_tiny_model(tmp_dir / f"model-{suffix}", task, labels)
     return export_bundle(
-        model_dir, tmp_dir / f"bundle-{suffix}", optimize=optimize, quantize=quantize, name=name or f"tiny-{task}"
+        model_dir, tmp_dir / f"bundle-{suffix}", precision=precision, optimize=optimize, name=name or f"tiny-{task}"
     )

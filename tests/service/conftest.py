@@ -46,7 +46,7 @@ def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bundles")
     bundles = {task: make_tiny_bundle(root, task) for task in TASKS}
-    bundles["int8"] = make_tiny_bundle(root, "sequence-classification", quantize="int8", name="tiny-cls-int8")
+    bundles["int8"] = make_tiny_bundle(root, "sequence-classification", precision="int8-dynamic", name="tiny-cls-int8")
     return bundles
 
 

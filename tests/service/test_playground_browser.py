@@ -73,7 +73,7 @@ def make_rigged_ner_bundle(work: Path) -> Path:
     weights["classifier.weight"] = patterns * (20.0 / hidden)  # logit 20 for the matching tag, 0 otherwise
     weights["classifier.bias"] = torch.zeros(len(labels))
     save_file(weights, model_dir / "model.safetensors")
-    return export_bundle(model_dir, work / "rigged-ner", name="rigged-ner")
+    return export_bundle(model_dir, work / "rigged-ner", precision="fp32", name="rigged-ner")
 
 
 @pytest.fixture(scope="module")

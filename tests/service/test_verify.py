@@ -18,7 +18,7 @@ TASKS = ("sequence-classification", "token-classification", "question-answering"
 def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles")
     made = {task: make_tiny_bundle(root, task) for task in TASKS}
-    made["int8"] = make_tiny_bundle(root, "sequence-classification", quantize="int8", optimize=True)
+    made["int8"] = make_tiny_bundle(root, "sequence-classification", precision="int8-dynamic", optimize=True)
     return made
 
 

@@ -49,7 +49,7 @@ def test_classify_train_save_reload_evaluate(tiny_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     from training.export.exporter import export_bundle
 
-    bundle = export_bundle(out, tmp_path / "bundle")
+    bundle = export_bundle(out, tmp_path / "bundle", precision="fp32")
     from_bundle = _evaluate("classify", bundle, dev, tmp_path / "bundle.json")
     assert from_bundle["runtime"].startswith("bundle")
     assert from_bundle["accuracy"] == pytest.approx(again["accuracy"])

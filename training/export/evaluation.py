@@ -24,7 +24,9 @@ BATCH_SIZE = 32
 MASK_EVERY = 7  # fill-mask: mask one real token in seven, deterministically
 
 
-def _task_object(source: ModelSource):
+def task_object(source: ModelSource):
+    """The fine-tuning task object (reader, features, metric) the model directory was trained as."""
+    from core.inference.qa import QaWindows
     from training.tasks.classification import ClassificationTask
     from training.tasks.ner import NerTask
     from training.tasks.qa import QaTask
@@ -44,6 +46,9 @@ def _task_object(source: ModelSource):
         kwargs["labels"] = list(source.labels)
     if source.problem_type and "problem_type" in names:
         kwargs["problem_type"] = source.problem_type
+    if cls is QaTask:  # the windows the service cuts for this bundle
+        windows = QaWindows.from_task_config(source.max_seq_len, info)
+        kwargs["doc_stride"], kwargs["max_query_len"] = windows.doc_stride, windows.max_query_len
     return cls(**kwargs)
 
 
@@ -74,7 +79,7 @@ def evaluate(source: ModelSource, eval_file: Path, bundle_run: Runner, fp32_run:
         if source.task == "fill-mask":
             return _fill_mask(eval_file, features, tokenizer, bundle_run, fp32_run)
         return _embedding(eval_file, features, tokenizer.pad_id, bundle_run, fp32_run)
-    task = _task_object(source)
+    task = task_object(source)
     examples, problems = task.read(eval_file)
     examples = examples[:limit] if limit else examples
     if not examples:

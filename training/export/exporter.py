@@ -1,9 +1,11 @@
 """`export_bundle`: model directory -> checked ONNX bundle (model.onnx, tokenizer.json, bundle.json).
 
 Steps: trace fp32 -> (optimize) -> check the fp32 graph against PyTorch (max abs diff <= 1e-4)
--> (int8 | fp16) -> check the variant -> (score both on --eval FILE) -> write the bundle with
-the sha256 of every file. The bundle is assembled in a scratch directory and moved into place
-only when every check passed, so a failed export never leaves a half-written bundle behind.
+-> (calibrate and quantize to int8 | int8-dynamic | fp16) -> check the variant against PyTorch,
+and each input alone against the same input padded in a batch -> (score both on --eval FILE)
+-> write the bundle with the sha256 of every file. The bundle is assembled in a scratch
+directory and moved into place only when every check passed, so a failed export never leaves a
+half-written bundle behind.
 """
 
 from __future__ import annotations
@@ -17,27 +19,39 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from service.bundle import FORMAT_VERSION, INPUT_NAMES, MANIFEST, OUTPUT_NAMES, create_session, sha256_file
+from core.bundle import FORMAT_VERSION, INPUT_NAMES, MANIFEST, OUTPUT_NAMES, Manifest, sha256_file
+from core.providers import create_session
 from training.export import parity
+from training.export.calibration import calibration_file, calibration_inputs
 from training.export.graph import DEFAULT_OPSET, ExportWrapper, export_onnx, load_model
 from training.export.source import ModelSource, read_source
-from training.export.variants import convert_fp16, missing_fusions, optimize_graph, quantize_int8
+from training.export.variants import convert_fp16, missing_fusions, optimize_graph, quantize_int8_dynamic
 
 
 class ExportError(ValueError):
     """The export cannot be completed or failed its own checks; the message says which."""
 
 
-STEPS = ("load", "trace", "optimize", "check fp32", "convert", "check variant", "evaluate", "write")
+STEPS = ("load", "trace", "optimize", "check fp32", "calibrate", "convert", "check variant", "evaluate", "write")
+
+# What each --precision writes: bundle.json's precision, and whether an input's outputs are independent
+# of its batch-mates (dynamic int8 computes its activation scales over the whole batch).
+PRECISIONS = {
+    "int8": ("int8", True),  # static: activation scales calibrated at export (static_int8.py)
+    "int8-dynamic": ("int8", False),
+    "fp32": ("fp32", True),
+    "fp16": ("fp16", True),
+}
+DEFAULT_PRECISION = "int8"
 
 
 def export_bundle(
     model_dir: str | Path,
     out_dir: str | Path,
     *,
+    precision: str = DEFAULT_PRECISION,
     optimize: bool = False,
-    quantize: str | None = None,
-    fp16: bool = False,
+    calibration: str | Path | None = None,
     opset: int | None = None,
     eval_file: str | Path | None = None,
     name: str | None = None,
@@ -46,12 +60,16 @@ def export_bundle(
     overwrite: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> Path:
-    """Export `model_dir` to a bundle in `out_dir`; returns `out_dir`. See docs/bundle-format.md."""
+    """Export `model_dir` to a bundle in `out_dir`; returns `out_dir`. See docs/bundle-format.md.
+
+    precision: int8 (static, calibrated on `calibration`, else on the training file task.json
+    records), int8-dynamic, fp32 or fp16.
+    """
     step = on_step or (lambda _: None)
-    if quantize not in (None, "int8"):
-        raise ExportError(f"quantize must be 'int8' or None, not {quantize!r}")
-    if quantize and fp16:
-        raise ExportError("choose either --quantize int8 (CPU) or --fp16 (GPU), not both")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if calibration is not None and precision != "int8":
+        raise ExportError(f"--calibration is for --precision int8 only (got {precision})")
     opset = opset or DEFAULT_OPSET
     if not 14 <= opset <= 21:
         raise ExportError(f"opset must be between 14 and 21, got {opset}")
@@ -60,7 +78,6 @@ def export_bundle(
     name = name or _default_name(out_dir)
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
         raise ExportError(f"bundle name {name!r} may hold only letters, digits, '-', '_' and '.'")
-    precision = "int8" if quantize else "fp16" if fp16 else "fp32"
 
     step("load")
     source = read_source(model_dir, max_seq_len)
@@ -71,6 +88,8 @@ def export_bundle(
         )
     model = load_model(source)
     wrapper = ExportWrapper(model, source.task)
+    # static int8 needs calibration data: a missing file is reported before the slow steps
+    calibration_data = calibration_file(source, calibration) if precision == "int8" else None
     outputs = OUTPUT_NAMES[source.task]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -83,9 +102,10 @@ def export_bundle(
         if optimize:
             step("optimize")
             fused = work / "fused.onnx"
-            fusions = optimize_graph(graph, fused, source.config)
+            attention = precision != "int8"  # static int8 quantizes the attention projections: keep them MatMuls
+            fusions = optimize_graph(graph, fused, source.config, attention)
             graph = fused
-            missing = missing_fusions(fusions, source.config)
+            missing = missing_fusions(fusions, source.config, attention)
             if missing:
                 print(f"warning: the graph is only partly fused (missing {', '.join(missing)})", file=sys.stderr)
 
@@ -105,17 +125,29 @@ def export_bundle(
                 f"the fp32 ONNX graph differs from PyTorch by {fp32_parity['max_abs_diff']:.2e} "
                 f"(allowed {parity.FP32_TOLERANCE:.0e}); the export is not trustworthy"
             )
-        final, final_session, final_parity = graph, fp32_session, fp32_parity
+        final, final_session, final_parity, quantization = graph, fp32_session, fp32_parity, None
         if precision != "fp32":
-            step("convert")
             final = work / f"{precision}.onnx"
             if precision == "int8":
-                quantize_int8(graph, final)
+                step("calibrate")
+                feeds, calibration_record = calibration_inputs(source, *calibration_data)
+            step("convert")
+            if precision == "int8":
+                from training.export.static_int8 import quantize_int8_static
+
+                quantization = {**quantize_int8_static(graph, final, feeds, work), "calibration": calibration_record}
+            elif precision == "int8-dynamic":
+                quantization = quantize_int8_dynamic(graph, final)
             else:
                 convert_fp16(graph, final)
             step("check variant")
             final_session = create_session(final, ["CPUExecutionProvider"])
             final_parity = parity.compare(source.task, reference, parity.onnx_runner(final_session, outputs), batches)
+        # Each input alone against the same input padded inside its batch: 0 for fp32 and static int8
+        # on the CPUs measured; dynamic int8 moves with the batch.
+        final_parity["alone_vs_batch_max_abs_diff"] = parity.alone_vs_batch(
+            parity.onnx_runner(final_session, outputs), batches
+        )
 
         metrics = None
         if eval_file is not None:
@@ -139,7 +171,10 @@ def export_bundle(
         }
         if precision != "fp32":
             parity_record["fp32_graph_max_abs_diff"] = fp32_parity["max_abs_diff"]
-        manifest = _manifest(source, name, precision, optimize, fusions, opset, parity_record, metrics, staging)
+        manifest = _manifest(
+            source, name, precision, quantization, optimize, fusions, opset, parity_record, metrics, staging
+        )
+        Manifest.from_json(manifest)  # the schema the service reads: a bundle that fails it is never written
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _move_into_place(staging, out_dir)
     return out_dir
@@ -192,6 +227,7 @@ def _manifest(
     source: ModelSource,
     name: str,
     precision: str,
+    quantization: dict | None,
     optimized: bool,
     fusions: dict | None,
     opset: int,
@@ -200,6 +236,7 @@ def _manifest(
     staging: Path,
 ) -> dict:
     tok = source.tokenizer
+    bundle_precision, batch_invariant = PRECISIONS[precision]
     files = {
         filename: {"sha256": sha256_file(staging / filename), "bytes": (staging / filename).stat().st_size}
         for filename in ("model.onnx", "tokenizer.json")
@@ -223,7 +260,9 @@ def _manifest(
         },
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES[source.task]),
-        "precision": precision,
+        "precision": bundle_precision,
+        "batch_invariant": batch_invariant,
+        "quantization": quantization,  # int8: how (static: with the calibration file, sha256 and sample size)
         "optimized": optimized,
         "fusions": fusions,
         "model_config": source.hf_config,

@@ -117,3 +117,19 @@ def compare(task: str, reference: Runner, candidate: Runner, batches: list[Feeds
     if cosines:
         result["min_cosine"] = float(min(cosines))
     return result
+
+
+def alone_vs_batch(run: Runner, batches: list[Feeds]) -> float:
+    """Max abs difference between each row run alone (unpadded) and the same row inside its padded batch."""
+    max_diff = 0.0
+    for feeds in batches:
+        batched = run(feeds)
+        for row, length in enumerate(feeds["attention_mask"].sum(axis=1)):
+            alone = run({name: value[row : row + 1, :length] for name, value in feeds.items()})  # (1, length)
+            for name, value in alone.items():
+                together = batched[name][row : row + 1]
+                if together.shape != value.shape:  # token-level: (1, T, ...) against (1, length, ...)
+                    together = together[:, :length]
+                diff = np.abs(value - together)
+                max_diff = max(max_diff, float(np.nan_to_num(diff, nan=np.inf).max()))
+    return max_diff

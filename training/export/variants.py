@@ -1,4 +1,7 @@
-"""Graph rewrites after tracing: transformer fusions, dynamic int8 quantization, fp16 conversion."""
+"""Graph rewrites after tracing: transformer fusions, dynamic int8 quantization, fp16 conversion.
+
+Static int8, the default, is in static_int8.py.
+"""
 
 from __future__ import annotations
 
@@ -13,26 +16,34 @@ from model.config import BertConfig
 FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "Gelu", "BiasGelu", "FastGelu")
 
 
-def optimize_graph(src: Path, dst: Path, config: BertConfig) -> dict[str, int]:
-    """Run onnxruntime's transformer optimizer; returns the count of each fused op (non-zero only)."""
+def optimize_graph(src: Path, dst: Path, config: BertConfig, attention: bool = True) -> dict[str, int]:
+    """Run onnxruntime's transformer optimizer; returns the count of each fused op (non-zero only).
+
+    `attention=False` leaves attention unfused: static int8 quantizes its query/key/value MatMuls,
+    which the fused Attention operator would hide.
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    options = FusionOptions("bert")
+    options.enable_attention = attention
     model = optimize_model(
         str(src),
         model_type="bert",
         num_heads=config.num_attention_heads,
         hidden_size=config.hidden_size,
+        optimization_options=options,
         use_gpu=False,
     )
     model.save_model_to_file(str(dst))
     return {op: n for op, n in model.get_fused_operator_statistics().items() if n}
 
 
-def missing_fusions(fusions: dict[str, int], config: BertConfig) -> list[str]:
+def missing_fusions(fusions: dict[str, int], config: BertConfig, attention: bool = True) -> list[str]:
     """What a fully fused BERT graph would have but this one lacks, e.g. ['Attention 3/6']."""
     layers = config.num_hidden_layers
-    expected = {"EmbedLayerNormalization": 1, "Attention": layers}
+    expected = {"EmbedLayerNormalization": 1, "Attention": layers if attention else 0}
     if config.hidden_act in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
         expected["Gelu"] = layers
     missing = []
@@ -43,8 +54,12 @@ def missing_fusions(fusions: dict[str, int], config: BertConfig) -> list[str]:
     return missing
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic (weights int8 ahead of time, activations at run time) quantization for CPU."""
+def quantize_int8_dynamic(src: Path, dst: Path) -> dict:
+    """Dynamic (weights int8 ahead of time, activations at run time) quantization for CPU.
+
+    Each activation's scale is computed at run time over the whole batch, so an input's answer
+    depends on its batch-mates: the bundle is marked `batch_invariant: false`.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -63,6 +78,11 @@ def quantize_int8(src: Path, dst: Path) -> None:
         )
     finally:
         root.setLevel(level)
+    return {
+        "method": "dynamic",
+        "activations": "uint8, one scale per tensor computed at run time over the whole batch",
+        "weights": "int8, one scale per output channel",
+    }
 
 
 def convert_fp16(src: Path, dst: Path) -> None:

@@ -126,7 +126,8 @@ def finetune(settings: FinetuneSettings) -> dict:
     # --- output directory: tokenizer and task description now, weights at the best epoch ---------
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(out_dir)
-    write_json(out_dir / "task.json", task.task_info())
+    # train_file: `bert export` calibrates static int8 on it
+    write_json(out_dir / "task.json", {**task.task_info(), "train_file": str(Path(settings.train).resolve())})
 
     # --- loop ------------------------------------------------------------------------------------
     rng = np.random.default_rng(settings.seed)
