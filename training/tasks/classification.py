@@ -6,8 +6,6 @@ joined by `label_separator` in CSV/TSV; sigmoid) and regression (a number; one o
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from core.inference.classify import encode_classify
+from core.inference.readers import PAIR_COLUMNS, TEXT_COLUMNS, DataError, check_readable, pick_column, table_rows
 from training.metrics.classification import classification_metrics, multilabel_metrics, regression_metrics
-from training.tasks.common import DataError, Problems, check_readable
+from training.tasks.common import Problems
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
-TEXT_COLUMNS = ("sentence", "text", "text_a", "sentence1", "question", "premise", "content", "review")
-PAIR_COLUMNS = ("sentence2", "text_b", "hypothesis", "question2", "passage")
 MAIN_METRIC = {SINGLE: "accuracy", MULTI: "micro_f1", REGRESSION: "pearson"}
 
 
@@ -30,51 +27,6 @@ class Example:
     text_pair: str | None
     label: object  # raw: str (single), list[str] (multi), float (regression), None when unlabelled
     where: str  # "line N", for messages
-
-
-def _rows(path: Path):
-    """(line number, dict row) from CSV/TSV (header required) or JSONL."""
-    suffix = path.suffix.lower()
-    with open(path, encoding="utf-8", newline="") as f:
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{number}: not a JSON object per line ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                yield number, row
-            return
-        first = f.readline()
-        f.seek(0)
-        delimiter = "\t" if suffix == ".tsv" or (suffix != ".csv" and "\t" in first) else ","
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        header = [h.strip() for h in next(reader, [])]
-        if not any(header):
-            raise DataError(f"{path}: the first line must be a header naming the columns")
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{reader.line_num}: {len(row)} columns but the header has {len(header)}")
-            yield reader.line_num, dict(zip(header, row))
-
-
-def _pick(columns, wanted: str | None, candidates, path: Path, what: str, required: bool) -> str | None:
-    if wanted:
-        if wanted not in columns:
-            raise DataError(f"{path}: no {what} column {wanted!r}; columns are {sorted(columns)}")
-        return wanted
-    for name in candidates:
-        if name in columns:
-            return name
-    if required:
-        raise DataError(f"{path}: cannot tell the {what} column among {sorted(columns)}; pass --text-column")
-    return None
 
 
 @dataclass
@@ -102,10 +54,10 @@ class ClassificationTask:
         problems = Problems(str(path))
         examples: list[Example] = []
         text_col = pair_col = None
-        for number, row in _rows(path):
+        for number, row in table_rows(path):
             if text_col is None:
-                text_col = _pick(row, self.text_column, TEXT_COLUMNS, path, "text", True)
-                pair_col = _pick(row, self.text_pair_column, PAIR_COLUMNS, path, "second text", False)
+                text_col = pick_column(row, self.text_column, TEXT_COLUMNS, path, "text", True)
+                pair_col = pick_column(row, self.text_pair_column, PAIR_COLUMNS, path, "second text", False)
                 if require_labels and self.label_column not in row:
                     raise DataError(f"{path}: no label column {self.label_column!r}; columns are {sorted(row)}")
             text = row.get(text_col)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from core.inference.readers import DataError, check_readable
 
-class DataError(ValueError):
-    """The input file cannot be used; the message names the file and the line or example id."""
+__all__ = ["DataError", "Problems", "check_readable"]  # the readers' own, re-exported for training's callers
 
 
 @dataclass
@@ -37,14 +36,3 @@ class Problems:
         if strict and self.messages:
             more = f" (and {len(self.messages) - 1} more)" if len(self.messages) > 1 else ""
             raise DataError(self.messages[0] + more)
-
-
-def check_readable(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory, not a data file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty")
-    return path

@@ -14,18 +14,17 @@ scores what `bert serve` answers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.inference.ner import encode_ner, join_words, merge_outputs, word_tags
+from core.inference.readers import NER_PREFIXES, DataError, check_readable, conll_sentences, jsonl_sentences
 from training.metrics.ner import entity_metrics
-from training.tasks.common import DataError, Problems, check_readable
+from training.tasks.common import Problems
 
 IGNORE = -100
-PREFIXES = {"B", "I", "E", "S", "L", "U"}
 SCHEMES = ("auto", "iob1", "iob2", "bioes")
 
 
@@ -34,16 +33,6 @@ class Sentence:
     tokens: list[str]
     tags: list[str]  # IOB2; empty when unlabelled
     where: str  # "line N" of the sentence's first token
-
-
-def _check_tag(tag: str) -> str | None:
-    """None when the tag is well formed, else why not."""
-    if tag == "O":
-        return None
-    prefix, dash, type_ = tag.partition("-")
-    if not dash or prefix not in PREFIXES or not type_:
-        return f"tag {tag!r} is not O or PREFIX-TYPE with PREFIX in B/I/E/S (or L/U)"
-    return None
 
 
 def to_iob2(tags: list[str]) -> list[str]:
@@ -80,75 +69,6 @@ def _detect_scheme(all_tags: list[list[str]]) -> str:
     return "iob2"
 
 
-def _conll_sentences(path: Path, tag_column: int, problems: Problems):
-    """(first line, tokens, raw tags) per sentence; a sentence with a bad line is reported and skipped."""
-    tokens: list[str] = []
-    tags: list[str] = []
-    start, bad = 0, None
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if tokens and bad is None:
-                    yield start, tokens, tags
-                elif bad:
-                    problems.add(f"line {start}", bad)
-                tokens, tags, bad = [], [], None
-                continue
-            if not tokens and bad is None:
-                start = number
-            if bad is not None:
-                continue
-            if len(fields) < 2:
-                bad = f"line {number} has {len(fields)} column; expected a token and a tag"
-                continue
-            try:
-                tag = fields[tag_column]
-            except IndexError:
-                bad = f"line {number} has {len(fields)} columns; tag column {tag_column} does not exist"
-                continue
-            why = _check_tag(tag)
-            if why:
-                bad = f"line {number}: {why}"
-                continue
-            tokens.append(fields[0])
-            tags.append(tag)
-    if tokens and bad is None:
-        yield start, tokens, tags
-    elif bad:
-        problems.add(f"line {start}", bad)
-
-
-def _jsonl_sentences(path: Path, problems: Problems, require_tags: bool):
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not a JSON object per line ({err.msg})") from err
-            tokens = row.get("tokens") if isinstance(row, dict) else None
-            tags = (row.get("tags") or row.get("ner_tags")) if isinstance(row, dict) else None
-            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-                problems.add(f"line {number}", "needs a non-empty list of strings under 'tokens'")
-                continue
-            if tags is None and not require_tags:
-                yield number, tokens, []
-                continue
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                problems.add(f"line {number}", "needs a list of tag strings under 'tags'")
-                continue
-            if len(tags) != len(tokens):
-                problems.add(f"line {number}", f"{len(tags)} tags for {len(tokens)} tokens")
-                continue
-            why = next((w for w in map(_check_tag, tags) if w), None)
-            if why:
-                problems.add(f"line {number}", why)
-                continue
-            yield number, tokens, tags
-
-
 @dataclass
 class NerTask:
     labels: list[str] = field(default_factory=list)  # IOB2 tags in output order; empty = from training data
@@ -164,7 +84,7 @@ class NerTask:
     main_metric = "f1"
 
     def _check_scheme(self, raw, problems: Problems) -> None:
-        allowed = {"B", "I"} if self.scheme in ("iob1", "iob2") else PREFIXES
+        allowed = {"B", "I"} if self.scheme in ("iob1", "iob2") else NER_PREFIXES
         for line, _, tags in raw:
             bad = next((t for t in tags if t != "O" and t[0] not in allowed), None)
             if bad:
@@ -178,9 +98,9 @@ class NerTask:
             raise ValueError(f"scheme {self.scheme!r} is not one of {SCHEMES}")
         problems = Problems(str(path))
         if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            raw = list(_jsonl_sentences(path, problems, require_labels))
+            raw = list(jsonl_sentences(path, problems.add, require_labels))
         else:
-            raw = list(_conll_sentences(path, self.tag_column, problems))
+            raw = list(conll_sentences(path, self.tag_column, problems.add))
         if not raw and not problems:
             raise DataError(f"{path} holds no sentences")
         if self.scheme == "auto":

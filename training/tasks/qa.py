@@ -1,4 +1,4 @@
-"""Extractive question answering data: SQuAD v1.1 / v2.0 JSON.
+"""Extractive question answering data: SQuAD v1.1 / v2.0 JSON, or JSONL of the same questions.
 
 Features: [CLS] question [SEP] context-window [SEP], the question cut to `max_query_len`
 tokens, the context cut into windows of `max_seq_len` tokens sharing `doc_stride` tokens.
@@ -9,15 +9,15 @@ answers found by `core.inference.qa` (encode_qa, answer_windows), the same code 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.inference.qa import QaWindows, answer_windows, encode_qa
+from core.inference.readers import DataError, check_readable, squad_questions
 from training.metrics.squad import squad_metrics
-from training.tasks.common import DataError, Problems, check_readable
+from training.tasks.common import Problems
 
 
 @dataclass
@@ -57,31 +57,16 @@ class QaTask:
     def read(
         self, path: str | Path, require_labels: bool = True, for_training: bool = True
     ) -> tuple[list[QAExample], Problems]:
-        """All questions. With `require_labels`, an answerable question without an answer text is
-        reported and left out; `for_training` also requires the first answer's answer_start to
-        point at its text (scoring needs only the texts)."""
+        """All questions of a SQuAD JSON (or JSONL) file. With `require_labels`, an answerable
+        question without an answer text is reported and left out; `for_training` also requires the
+        first answer's answer_start to point at its text (scoring needs only the texts)."""
         path = check_readable(path)
         problems = Problems(str(path))
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON: line {err.lineno}: {err.msg}") from err
-        articles = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(articles, list):
-            raise DataError(f'{path}: expected SQuAD JSON, an object with a "data" list of articles')
         examples: list[QAExample] = []
-        for a, article in enumerate(articles):
-            for p, paragraph in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
-                context = paragraph.get("context") if isinstance(paragraph, dict) else None
-                if not isinstance(context, str) or not context.strip():
-                    problems.add(f"data[{a}].paragraphs[{p}]", "no context text")
-                    continue
-                for q, qa in enumerate(paragraph.get("qas", [])):
-                    example = self._example(
-                        qa, context, f"data[{a}].paragraphs[{p}].qas[{q}]", problems, require_labels, for_training
-                    )
-                    if example is not None:
-                        examples.append(example)
+        for where, context, qa in squad_questions(path, problems.add):
+            example = self._example(qa, context, where, problems, require_labels, for_training)
+            if example is not None:
+                examples.append(example)
         if any(e.is_impossible for e in examples):
             self.version_2 = True
         if not examples and not problems:
