@@ -1,4 +1,4 @@
-"""Small helpers shared by the benchmarks: timing, medians, result files."""
+"""Small helpers shared by the benchmarks: timing, medians, the CPU, result files."""
 
 from __future__ import annotations
 
@@ -31,6 +31,26 @@ def median(values: list[float]) -> float:
 
 def machine() -> dict:
     return {"python": platform.python_version(), "cpu_count": os.cpu_count(), "machine": platform.machine()}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    # the int8 paths: AVX2 alone (VPMADDUBSW, 16-bit pair sums), VNNI (VPDPBUSD, 32-bit), AMX tiles
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return [f for f in wanted if f in flags.split()]
 
 
 def data_dir(value: str | Path | None) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
+from benchmarks.common import cpu_flags, cpu_model, machine, markdown_table, write_results  # noqa: E402
 from tests.service.live_service import serve_bundles  # noqa: E402
 
 TASKS = {  # demo key -> (bert evaluate task, bundle name, held-out file)
@@ -35,25 +34,6 @@ TASKS = {  # demo key -> (bert evaluate task, bundle name, held-out file)
     "squad": ("qa", "minilm-squad", "heldout.json"),
 }
 MULTI = 256  # inputs per request in the multi-input pass
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return [f for f in wanted if f in flags.split()]
 
 
 def evaluated(task: str, bundle: Path, data: Path) -> tuple[list, object, list]:
