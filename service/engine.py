@@ -2,8 +2,9 @@
 
 Route handlers call `ModelEngine.classify / ner / qa / embed / fill_mask / tokenize` and get plain
 dicts matching `service.schemas`. Pre- and post-processing (tokenization, NER and QA windows,
-softmax, window merging, entity aggregation, answer search) are core.inference's, the code
-`bert evaluate` scores with; this module only queues the model inputs and shapes the answers.
+softmax, window merging, entity aggregation, answer search) and the shape of each answer are
+core.inference's (core.inference.answers), the code `bert evaluate` scores with and offline
+scoring (`bert predict --bundle`) answers with; this module only queues the model inputs.
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ from typing import Any
 import numpy as np
 
 from core.batches import ModelInput
-from core.inference.classify import classify as classify_logits
-from core.inference.classify import encode_classify, softmax
-from core.inference.ner import aggregate, encode_ner, merge_outputs
-from core.inference.qa import QaWindows, answer_windows, encode_qa, model_inputs
+from core.inference.answers import (
+    Classify,
+    ClassifyOptions,
+    Embed,
+    EmbedOptions,
+    FillMask,
+    FillMaskOptions,
+    InputError,
+    ModelSpec,
+    Ner,
+    NerOptions,
+    Qa,
+    QaOptions,
+)
 from model.tokenizer import BertTokenizer
 from service.batching import (
     Batcher,
@@ -81,9 +92,8 @@ class ModelEngine:
         self.task: str = bundle.task
         self.labels: list[str] | None = list(bundle.labels) if bundle.labels else None
         self.max_seq_len: int = int(bundle.max_seq_len)
-        self.problem_type = getattr(bundle, "problem_type", None)
+        self.spec = ModelSpec.of(bundle)  # what the answers need of the bundle
         manifest = getattr(bundle, "manifest", None)
-        self.bundle_task_config: dict = dict(getattr(manifest, "task_config", None) or {})  # strides of fine-tuning
         self.batch_invariant: bool = bool(getattr(manifest, "batch_invariant", True))
         self.batcher = batcher
         self.device = device
@@ -140,48 +150,26 @@ class ModelEngine:
                 f.cancel()
             waiter.add_done_callback(lambda g: g.cancelled() or g.exception())  # mark the outcome as seen
 
-    def _check_length(self, field: str, length: int, truncate_hint: bool) -> None:
-        if length > self.max_seq_len:
-            hint = "; shorten it or set truncate: true" if truncate_hint else "; shorten it"
-            raise InvalidInputError(
-                field, f"has {length} tokens but model {self.name!r} takes at most {self.max_seq_len}{hint}"
-            )
+    async def _answer(self, answerer, inputs: list, deadline: Deadline) -> list:
+        """Encode on the tokenizer pool, queue through the batcher, shape the answers (core.inference.answers)."""
+        try:
+            model_inputs, state = await self._tokenize(answerer.encode, inputs)
+        except InputError as err:
+            raise InvalidInputError(err.field, err.reason) from None
+        return answerer.answers(state, await self.infer(model_inputs, deadline))
 
     # --- tasks ---------------------------------------------------------------------------------
 
     async def classify(self, inputs: list, top_k: int | None, truncate: bool, deadline: Deadline) -> list[list[dict]]:
-        max_length = self.max_seq_len if truncate else None
-        encodings, model_inputs = await self._tokenize(lambda tok: encode_classify(tok, inputs, max_length))
-        for i, enc in enumerate(encodings):
-            self._check_length(f"inputs[{i}]", len(enc), truncate_hint=True)
-        outputs = await self.infer(model_inputs, deadline)
-        return [classify_logits(o["logits"], self.labels, self.problem_type, top_k) for o in outputs]
+        return await self._answer(Classify(self.spec, ClassifyOptions(top_k, truncate)), inputs, deadline)
 
     async def embed(self, inputs: list[str], normalize: bool, truncate: bool, deadline: Deadline) -> list[list[float]]:
-        max_length = self.max_seq_len if truncate else None
-        encodings, model_inputs = await self._tokenize(lambda tok: encode_classify(tok, inputs, max_length))
-        for i, enc in enumerate(encodings):
-            self._check_length(f"inputs[{i}]", len(enc), truncate_hint=True)
-        outputs = await self.infer(model_inputs, deadline)
-        vectors = []
-        for o in outputs:
-            v = np.asarray(o["embeddings"], dtype=np.float64)
-            if normalize:
-                v = v / max(float(np.linalg.norm(v)), 1e-12)
-            vectors.append([float(x) for x in v])
-        return vectors
+        return await self._answer(Embed(self.spec, EmbedOptions(normalize, truncate)), inputs, deadline)
 
     async def ner(
         self, texts: list[str], strategy: str, ignore_labels: list[str] | None, stride: int | None, deadline: Deadline
     ) -> list[list[dict]]:
-        if stride is None:
-            stride = self.bundle_task_config.get("doc_stride")
-        inputs, plans = await self._tokenize(lambda tok: encode_ner(tok, texts, self.max_seq_len, stride))
-        outputs = await self.infer(inputs, deadline)
-        return [
-            aggregate(text, plan.tokens, logits, self.labels, strategy, ignore_labels) if plan.tokens else []
-            for text, plan, logits in zip(texts, plans, merge_outputs(plans, outputs))
-        ]
+        return await self._answer(Ner(self.spec, NerOptions(strategy, ignore_labels, stride)), texts, deadline)
 
     async def qa(
         self,
@@ -191,64 +179,13 @@ class ModelEngine:
         doc_stride: int | None,
         handle_impossible: bool,
         deadline: Deadline,
-    ) -> list[list[dict]]:
-        windows = QaWindows.from_task_config(self.max_seq_len, self.bundle_task_config)
-        if doc_stride is not None:
-            windows = QaWindows(windows.max_seq_len, doc_stride, windows.max_query_len)
-        try:
-            windows.check()
-        except ValueError as err:
-            raise InvalidInputError("doc_stride", f"cannot be used with model {self.name!r}: {err}") from None
-        encoded = await self._tokenize(lambda tok: encode_qa(tok, pairs, windows))
-        outputs = iter(await self.infer(model_inputs(encoded), deadline))
-        results = []
-        for (_, context), pair_windows in zip(pairs, encoded):
-            found = answer_windows(
-                pair_windows,
-                [next(outputs) for _ in pair_windows],
-                context,
-                top_k=top_k + 5,
-                max_answer_len=max_answer_len,
-            )
-            answers = [{"answer": s.text, "score": s.probability, "start": s.start, "end": s.end} for s in found.spans]
-            if handle_impossible:
-                answers.append({"answer": "", "score": found.null_probability, "start": 0, "end": 0})
-            answers.sort(key=lambda a: -a["score"])
-            if not answers:  # no token of the context can hold an answer (e.g. only whitespace)
-                answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
-            results.append(answers[:top_k])
-        return results
+    ) -> list:
+        """Per pair, an answer (top_k 1) or a list of answers, as /v1/qa's results."""
+        options = QaOptions(top_k, max_answer_len, doc_stride, handle_impossible)
+        return await self._answer(Qa(self.spec, options), pairs, deadline)
 
     async def fill_mask(self, texts: list[str], top_k: int, deadline: Deadline) -> list[list[list[dict]]]:
-        mask_id = self.tokenizer.mask_id
-        encodings = await self._tokenize(lambda tok: tok.encode_batch(texts))
-        for i, enc in enumerate(encodings):
-            if mask_id not in enc.ids:
-                raise InvalidInputError(f"inputs[{i}]", "holds no [MASK] token; put [MASK] where a word should go")
-            self._check_length(f"inputs[{i}]", len(enc), truncate_hint=False)
-        outputs = await self.infer([ModelInput(e.ids, e.type_ids) for e in encodings], deadline)
-        vocab_size = self.tokenizer.vocab_size
-        results = []
-        for enc, out in zip(encodings, outputs):
-            per_mask = []
-            for pos in (p for p, token_id in enumerate(enc.ids) if token_id == mask_id):
-                probs = softmax(out["logits"][pos][:vocab_size])  # (V,)
-                best = np.argsort(-probs, kind="stable")[:top_k]
-                predictions = []
-                for token_id in best:
-                    filled = list(enc.ids[1:-1])  # without [CLS] / [SEP]
-                    filled[pos - 1] = int(token_id)
-                    predictions.append(
-                        {
-                            "token": int(token_id),
-                            "token_str": self.tokenizer.decode([int(token_id)]),
-                            "score": float(probs[token_id]),
-                            "sequence": self.tokenizer.decode(filled, skip_special_tokens=False),
-                        }
-                    )
-                per_mask.append(predictions)
-            results.append(per_mask)
-        return results
+        return await self._answer(FillMask(self.spec, FillMaskOptions(top_k)), texts, deadline)
 
     async def tokenize(self, inputs: list) -> list[dict]:
         pairs = [tuple(x) if isinstance(x, list | tuple) else x for x in inputs]

@@ -78,9 +78,7 @@ async def qa(body: QaRequest, request: Request, state: StateDep, timeout: Timeou
         body.handle_impossible_answer,
         state.deadline(body.timeout_ms, timeout),
     )
-    answers = await until_disconnect(request, work)
-    results = [a[0] if body.top_k == 1 else a for a in answers]
-    return QaResponse(model=engine.name, results=results)
+    return QaResponse(model=engine.name, results=await until_disconnect(request, work))
 
 
 @router.post("/embed", response_model=EmbedResponse)
