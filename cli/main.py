@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("training.export.cli", "export a model to an ONNX bundle (static int8, dynamic int8, fp32, fp16)"),
     "verify": ("service.verify", "check a bundle's checksums, graph, tokenizer and labels"),
     "serve": ("service.cli", "serve bundles over HTTP with dynamic batching"),
-    "predict": ("service.client_cli", "call a running service from the command line"),
+    "predict": ("cli.predict", "call a running service, or score a file offline with --bundle"),
     "demo": ("cli.demo", "build the default bundles if missing and serve them"),
 }
 
