@@ -3,7 +3,9 @@
 No web framework and no onnxruntime here: callers `submit` sequences and get one
 `concurrent.futures.Future` per sequence; a backend is anything with `run(batch) -> outputs`.
 
-    queue (FIFO, bounded by sequences and tokens)
+    admission: refuse (QueueFullError + Retry-After) when the work queued ahead would take longer
+      than max_queue_ms at the measured throughput; hard caps on queued sequences and tokens
+    queue (FIFO)
       -> drop cancelled / expired entries, sort a window by length, take a batch under the
          token budget (longest x size, padding included) and max_batch_size
       -> backend thread(s): backend.run(payloads) -> one output per payload, set on the futures
@@ -13,6 +15,24 @@ busy, a scheduler thread seals the next batch so it is ready the moment one free
 `workers` > 1 several backend threads each run a batch at the same time (the backend must allow
 concurrent `run` calls): on a CPU, two single-threaded runs use two cores with no per-operator
 synchronisation, where one run over two intra-op threads pays a hand-off at every operator.
+
+Admission bounds the wait, not the queue length. Work is counted as `select_batch` counts it: a
+batch costs `overhead_tokens + longest x size`. For a new request:
+
+    work ahead = padding x T + overhead_tokens x ceil(max(N / max_batch_size, padding x T / max_batch_tokens))
+                 + the work of the batch sealed for the next free backend thread
+    wait       = work ahead / (workers x rate)
+
+where N and T are the sequences and (unpadded) tokens queued or reserved by admitted requests that
+are still being tokenized, `padding` is the exponentially weighted padded/real tokens of recent
+batches and `rate` their weighted work per second of one backend thread (`prior_tokens_per_s`
+before the first batch). A request is refused when wait > max_queue_ms, with Retry-After = the
+seconds until enough of that work has run. Only the work *ahead* counts, not the request's own:
+a request of many inputs passes the same test as a one-input one, so a stream of small requests
+cannot starve it, and once admitted it keeps its place (FIFO). The request's own sequences then run
+after what was ahead, so a one-input request waits at most max_queue_ms plus the rest of the batch
+running when it arrived (if the estimate holds). `admit` takes this decision before the caller
+spends any tokenization, holding a reservation of the estimated size until `submit`.
 """
 
 from __future__ import annotations
@@ -66,6 +86,8 @@ class BatchingConfig:
     max_queue_tokens: int = 1_048_576  # queued (unpadded) tokens before QueueFullError
     overhead_tokens: int = 128  # fixed cost of one batch in tokens of work; larger = fuller, more padded batches
     workers: int = 1  # backend threads, each running one batch at a time
+    max_queue_ms: float | None = 1000.0  # refuse when the work queued ahead would take longer (None = caps only)
+    prior_tokens_per_s: float = 5000.0  # work per second of one backend thread assumed before the first batch
 
 
 @dataclass
@@ -75,6 +97,15 @@ class Item:
     payload: Any
     length: int
     deadline: float | None = None  # time.monotonic() after which the entry is dropped
+
+
+@dataclass
+class Reservation:
+    """Room held for an admitted request while it is tokenized (estimated sizes), until `submit`."""
+
+    entries: int
+    tokens: int
+    released: bool = False
 
 
 @dataclass
@@ -116,6 +147,41 @@ class _NullObserver:
 
     def on_drop(self, reason: str, count: int) -> None:
         pass
+
+
+class Throughput:
+    """Exponentially weighted work rate and padding of recent batches, as `select_batch` counts work.
+
+    The rate is the weighted work (`overhead_tokens + longest x size`) over the weighted seconds of
+    recent batches, so a long batch weighs more than a short one; the padding factor is the weighted
+    padded over real tokens. Before the first batch: `prior_tokens_per_s` (or a warm-up run's rate)
+    and no padding.
+    """
+
+    def __init__(self, prior_tokens_per_s: float, weight: float = 0.2):
+        self.weight = weight
+        self.work, self.seconds = prior_tokens_per_s, 1.0
+        self.padded = self.real = 1.0
+        self.measured = False
+
+    def observe(self, work: float, seconds: float, padded: int, real: int, prior: bool = False) -> None:
+        """Add one batch; a `prior` one (warm-up) only replaces the prior, and the first real batch replaces it."""
+        if seconds <= 0 or real <= 0:
+            return
+        w = self.weight if self.measured else 1.0
+        self.work += w * (work - self.work)
+        self.seconds += w * (seconds - self.seconds)
+        self.padded += w * (padded - self.padded)
+        self.real += w * (real - self.real)
+        self.measured = not prior
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.work / self.seconds
+
+    @property
+    def padding(self) -> float:
+        return max(1.0, self.padded / self.real)
 
 
 def padded_cost(lengths: Sequence[int]) -> int:
@@ -191,12 +257,15 @@ class Batcher:
         self._queue: deque[Entry] = deque()
         self._queued_tokens = 0
         self._queued_entries = 0  # live entries (cancelled ones leave the count at once)
+        self._reserved_entries = 0  # estimated sizes of admitted requests not submitted yet
+        self._reserved_tokens = 0
         self._next: list[Entry] | None = None  # sealed batch waiting for the backend thread
+        self._next_work = 0  # its work, overhead included
         self._running = 0  # batches the backend threads are running now
         self._closing = False
         self._stopped = False
         self._seq = itertools.count()
-        self._tokens_per_s = 0.0  # moving average of backend throughput, for Retry-After
+        self._throughput = Throughput(self.config.prior_tokens_per_s)
         if self.config.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.config.workers}")
         self._scheduler = threading.Thread(target=self._schedule_loop, name=f"batcher-{name}", daemon=True)
@@ -210,28 +279,46 @@ class Batcher:
 
     # --- caller side -------------------------------------------------------------------------
 
-    def submit(self, items: Sequence[Item]) -> list[Future]:
-        """Queue all items or none: raises QueueFullError, RequestTooLargeError or BatcherClosedError."""
+    def admit(self, entries: int, tokens: int) -> Reservation:
+        """Admit a request of about `entries` sequences and `tokens` tokens before it is tokenized.
+
+        Raises QueueFullError when the work queued ahead would take longer than max_queue_ms,
+        RequestTooLargeError when `entries` alone exceed the queue, BatcherClosedError when
+        closing. The reservation counts as work ahead of later requests until `submit` (or
+        `release`) replaces it.
+        """
+        if entries > self.config.max_queue_requests:
+            raise RequestTooLargeError(self._too_large(entries, tokens))
+        with self._cond:
+            self._check_open_locked()
+            self._check_wait_locked()
+            self._reserved_entries += entries
+            self._reserved_tokens += tokens
+        return Reservation(entries, tokens)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation that will not be submitted (idempotent)."""
+        with self._cond:
+            self._release_reservation_locked(reservation)
+
+    def submit(self, items: Sequence[Item], reservation: Reservation | None = None) -> list[Future]:
+        """Queue all items or none: raises QueueFullError, RequestTooLargeError or BatcherClosedError.
+
+        With the `reservation` of `admit` the wait was already checked and only the hard caps are;
+        without one, the wait is checked here.
+        """
         items = list(items)
         tokens = sum(item.length for item in items)
         cfg = self.config
-        if len(items) > cfg.max_queue_requests or tokens > cfg.max_queue_tokens:
-            raise RequestTooLargeError(
-                f"the request needs {len(items)} sequences / {tokens} tokens but model {self.name!r} queues at most "
-                f"{cfg.max_queue_requests} sequences / {cfg.max_queue_tokens} tokens; split it into smaller requests"
-            )
         with self._cond:
-            if self._closing:
-                raise BatcherClosedError(f"model {self.name!r} is shutting down")
-            if (
-                self._queued_entries + len(items) > cfg.max_queue_requests
-                or self._queued_tokens + tokens > cfg.max_queue_tokens
-            ):
-                raise QueueFullError(
-                    f"model {self.name!r} is overloaded ({self._queued_entries} sequences, "
-                    f"{self._queued_tokens} tokens queued)",
-                    self._retry_after_locked(tokens),
-                )
+            if reservation is not None:
+                self._release_reservation_locked(reservation)
+            if len(items) > cfg.max_queue_requests or tokens > cfg.max_queue_tokens:
+                raise RequestTooLargeError(self._too_large(len(items), tokens))
+            self._check_open_locked()
+            if reservation is None:
+                self._check_wait_locked()
+            self._check_caps_locked(len(items), tokens)
             now = self._clock()
             futures = []
             for item in items:
@@ -243,6 +330,27 @@ class Batcher:
             self._queued_tokens += tokens
             self._cond.notify_all()
         return futures
+
+    @property
+    def estimated_wait_s(self) -> float:
+        """Seconds the work queued ahead of a new request would take at the measured throughput."""
+        with self._cond:
+            return self._seconds_locked(self._work_ahead_locked())
+
+    def warm_up(self, batches: Sequence[list[Any]], length: Callable[[Any], int]) -> None:
+        """Run `batches` of payloads on the backend in this thread before serving (first-run costs), then
+        the largest once more, timed: its rate replaces `prior_tokens_per_s` until the first real batch."""
+        for batch in batches:
+            self.backend.run(batch)
+        if not batches:
+            return
+        largest = max(batches, key=lambda batch: padded_cost([length(p) for p in batch]))
+        lengths = [length(p) for p in largest]
+        start = self._clock()
+        self.backend.run(largest)
+        seconds, padded = self._clock() - start, padded_cost(lengths)
+        with self._cond:
+            self._throughput.observe(self.config.overhead_tokens + padded, seconds, padded, sum(lengths), prior=True)
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -279,11 +387,68 @@ class Batcher:
         self._queued_tokens -= entry.length
         return True
 
-    def _retry_after_locked(self, extra_tokens: int) -> int:
-        rate = self._tokens_per_s * self.config.workers  # per backend thread, all of them busy under load
-        if rate <= 0:
-            return 1
-        return max(1, math.ceil((self._queued_tokens + extra_tokens) / rate))
+    # --- admission -----------------------------------------------------------------------------
+
+    def _too_large(self, entries: int, tokens: int) -> str:
+        cfg = self.config
+        return (
+            f"the request needs {entries} sequences / {tokens} tokens but model {self.name!r} queues at most "
+            f"{cfg.max_queue_requests} sequences / {cfg.max_queue_tokens} tokens; split it into smaller requests"
+        )
+
+    def _check_open_locked(self) -> None:
+        if self._closing:
+            raise BatcherClosedError(f"model {self.name!r} is shutting down")
+
+    def _release_reservation_locked(self, reservation: Reservation) -> None:
+        if not reservation.released:
+            reservation.released = True
+            self._reserved_entries -= reservation.entries
+            self._reserved_tokens -= reservation.tokens
+
+    def _work_locked(self, entries: int, tokens: int) -> float:
+        """Work of `entries` queued sequences of `tokens` real tokens, as the batches will cost it."""
+        if entries <= 0:
+            return 0.0
+        cfg = self.config
+        padded = tokens * self._throughput.padding
+        batches = math.ceil(max(entries / cfg.max_batch_size, padded / cfg.max_batch_tokens))
+        return padded + cfg.overhead_tokens * batches
+
+    def _work_ahead_locked(self) -> float:
+        entries = self._queued_entries + self._reserved_entries
+        tokens = self._queued_tokens + self._reserved_tokens
+        return self._work_locked(entries, tokens) + self._next_work
+
+    def _seconds_locked(self, work: float) -> float:
+        return work / (self.config.workers * self._throughput.tokens_per_s)  # every backend thread busy
+
+    def _check_wait_locked(self) -> None:
+        cfg = self.config
+        if cfg.max_queue_ms is None:
+            return
+        wait, budget = self._seconds_locked(self._work_ahead_locked()), cfg.max_queue_ms / 1000
+        if wait > budget:
+            raise QueueFullError(
+                f"model {self.name!r} is overloaded: the work queued ahead would take about {wait * 1000:.0f} ms, "
+                f"more than max_queue_ms ({cfg.max_queue_ms:g})",
+                _retry_after(wait - budget),
+            )
+
+    def _check_caps_locked(self, entries: int, tokens: int) -> None:
+        cfg = self.config
+        over_entries = self._queued_entries + entries - cfg.max_queue_requests
+        over_tokens = self._queued_tokens + tokens - cfg.max_queue_tokens
+        if over_entries <= 0 and over_tokens <= 0:
+            return
+        # Retry when the share of the queue over the cap has run.
+        share = max(over_entries / max(self._queued_entries, 1), over_tokens / max(self._queued_tokens, 1))
+        drain = min(share, 1.0) * self._seconds_locked(self._work_locked(self._queued_entries, self._queued_tokens))
+        raise QueueFullError(
+            f"model {self.name!r} is overloaded ({self._queued_entries} sequences, "
+            f"{self._queued_tokens} tokens queued)",
+            _retry_after(drain),
+        )
 
     def _prune_locked(self, now: float) -> None:
         """Drop cancelled and expired entries still in the queue."""
@@ -340,6 +505,7 @@ class Batcher:
                 batch = self._take_batch_locked()
                 if batch:
                     self._next = batch
+                    self._next_work = self.config.overhead_tokens + padded_cost([e.length for e in batch])
                     self._cond.notify_all()
 
     def _take_batch_locked(self) -> list[Entry] | None:
@@ -363,7 +529,7 @@ class Batcher:
             with self._cond:
                 while True:
                     if self._next is not None:  # sealed by the scheduler while every worker was busy
-                        batch, self._next = self._next, None
+                        batch, self._next, self._next_work = self._next, None, 0
                         break
                     if self._queued_entries > 0:
                         # An idle worker forms its own batch: no wait for the scheduler thread to be
@@ -420,10 +586,8 @@ class Batcher:
             except InvalidStateError:
                 pass
         padded = padded_cost(lengths)
-        if run_seconds > 0:
-            rate = padded / run_seconds
-            with self._cond:
-                self._tokens_per_s = rate if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * rate
+        with self._cond:
+            self._throughput.observe(self.config.overhead_tokens + padded, run_seconds, padded, sum(lengths))
         self.observer.on_batch(
             BatchStats(
                 size=len(live),
@@ -433,6 +597,11 @@ class Batcher:
                 run_seconds=run_seconds,
             )
         )
+
+
+def _retry_after(seconds: float) -> int:
+    """Whole seconds for a Retry-After header: rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 def _fail(future: Future, err: BaseException) -> None:

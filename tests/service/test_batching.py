@@ -239,3 +239,166 @@ def test_close_waits_its_timeout_in_all_not_per_thread(fake_backend_cls):
     assert time.monotonic() - start < 1.2  # not 0.4 s for each of the four threads
     gate.set()
     assert [f.result(2) for f in futures] == [0, 10, 20, 30]  # the work queued before close still finishes
+
+
+# --- admission: bounded waiting ----------------------------------------------------------------
+
+
+def test_requests_beyond_max_queue_ms_of_queued_work_are_refused_with_retry_after(fake_backend_cls):
+    # Before the first batch is measured the batcher assumes prior_tokens_per_s: 500 tokens/s, so each
+    # queued 10-token sequence is 20 ms of work ahead and a 100 ms budget admits five of them ahead.
+    batcher, backend, gate, _ = _blocked(
+        fake_backend_cls, max_batch_size=1, overhead_tokens=0, max_queue_ms=100, prior_tokens_per_s=500
+    )
+    accepted, refused = [], []
+    for i in range(12):
+        try:
+            accepted += batcher.submit([Item(i, 10)])
+        except QueueFullError as err:
+            refused.append(err)
+    assert len(accepted) == 6  # 0, 20, ..., 100 ms of work ahead: admitted; 120 ms: refused
+    assert len(refused) == 6 and all(err.retry_after_s == 1 for err in refused)  # 20 ms over: rounded up to 1 s
+    assert "max_queue_ms" in str(refused[0])
+    gate.set()
+    assert [f.result(2) for f in accepted] == [i * 10 for i in range(6)]  # FIFO, nothing lost
+    batcher.close(2)
+
+
+def test_retry_after_is_the_time_until_the_wait_fits_the_budget(fake_backend_cls):
+    batcher, backend, gate, _ = _blocked(
+        fake_backend_cls, max_batch_size=64, overhead_tokens=5, max_queue_ms=500, prior_tokens_per_s=100
+    )
+    batcher.submit([Item(0, 100), Item(1, 100), Item(2, 95)])  # 295 tokens + one batch's overhead: 3 s of work
+    assert batcher.estimated_wait_s == pytest.approx(3.0)
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit([Item(3, 1)])
+    assert refused.value.retry_after_s == 3  # 2.5 s until the wait is back under 0.5 s, rounded up
+    gate.set()
+    batcher.close(2)
+
+
+def test_admission_before_tokenizing_holds_a_reservation_until_submit(fake_backend_cls):
+    batcher, backend, gate, _ = _blocked(
+        fake_backend_cls, max_batch_size=1, overhead_tokens=0, max_queue_ms=100, prior_tokens_per_s=500
+    )
+    first = batcher.admit(1, 60)  # nothing ahead: admitted; while it is tokenized, its 60 tokens count ahead
+    with pytest.raises(QueueFullError):
+        batcher.admit(1, 1)  # 120 ms of work ahead
+    futures = batcher.submit([Item(7, 30)], first)  # the real size replaces the estimate: 60 ms ahead
+    assert batcher.queued == (1, 30) and batcher.estimated_wait_s == pytest.approx(0.06)
+    second = batcher.admit(1, 1)
+    batcher.release(second)  # e.g. its input was invalid: the room is given back, once
+    batcher.release(second)
+    assert batcher.estimated_wait_s == pytest.approx(0.06)
+    with pytest.raises(RequestTooLargeError):
+        batcher.admit(batcher.config.max_queue_requests + 1, 1)  # refused before any tokenization too
+    gate.set()
+    assert futures[0].result(2) == 70
+    batcher.close(2)
+
+
+def test_throughput_counts_work_as_batches_cost_it():
+    from service.batching import Throughput
+
+    rate = Throughput(prior_tokens_per_s=1000)
+    assert (rate.tokens_per_s, rate.padding) == (1000, 1.0)
+    rate.observe(work=2000, seconds=0.5, padded=1600, real=1000)  # the first batch replaces the prior
+    assert (rate.tokens_per_s, rate.padding) == (4000, 1.6)
+    rate.observe(work=200, seconds=0.5, padded=100, real=100)
+    assert rate.tokens_per_s == pytest.approx((0.8 * 2000 + 0.2 * 200) / 0.5)  # weighted by batch time
+    assert rate.padding == pytest.approx((0.8 * 1600 + 0.2 * 100) / (0.8 * 1000 + 0.2 * 100))
+
+
+def test_warm_up_times_a_batch_for_the_first_estimate(fake_backend_cls):
+    backend = fake_backend_cls(delay=0.01)  # 10 ms a batch
+    batcher = Batcher(backend, BatchingConfig(max_batch_size=1, overhead_tokens=0, prior_tokens_per_s=1))
+    batcher.warm_up([[4, 4], [30, 30, 30, 30]], length=int)  # payloads are their lengths here
+    assert backend.batches == [[4, 4], [30, 30, 30, 30], [30, 30, 30, 30]]  # the largest once more, timed
+    backend.gate = threading.Event()
+    batcher.submit([Item(0, 1)])  # runs, held
+    assert backend.started.wait(2)
+    batcher.submit([Item(i, 120) for i in range(1, 11)])  # 10 batches of 120 tokens, about 10 ms each
+    assert 0.09 < batcher.estimated_wait_s < 0.2  # about 0.1 s (sleeps overshoot), not 1,200 s at the prior
+    backend.gate.set()
+    batcher.close(2)
+
+
+class QueueTimes:
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.run_seconds: list[float] = []
+
+    def on_batch(self, stats):
+        self.seconds += stats.queue_seconds
+        self.run_seconds.append(stats.run_seconds)
+
+    def on_drop(self, reason, count):
+        pass
+
+
+def _offer(batcher, stop: threading.Event, every_s: float, accepted: list, refused: list, length: int = 10):
+    """Submit one-sequence requests every `every_s` seconds until `stop`; record what was accepted."""
+    i = 0
+    next_at = time.monotonic()
+    while not stop.is_set():
+        try:
+            accepted += batcher.submit([Item(i, length)])
+        except QueueFullError as err:
+            refused.append(err)
+        i += 1
+        next_at += every_s
+        time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+BATCH_S = 0.02  # the fake backend's time per batch: 4 sequences of 10 tokens, so 2,000 tokens/s
+
+
+def test_accepted_requests_queue_at_most_max_queue_ms_plus_one_batch_under_overload(fake_backend_cls):
+    times = QueueTimes()
+    config = BatchingConfig(max_batch_size=4, overhead_tokens=0, max_queue_ms=150, prior_tokens_per_s=2000)
+    batcher = Batcher(fake_backend_cls(delay=BATCH_S), config, observer=times)
+    stop, accepted, refused = threading.Event(), [], []
+    offer = threading.Thread(target=_offer, args=(batcher, stop, 0.0025, accepted, refused))  # 400/s for 200/s
+    offer.start()
+    time.sleep(1.5)
+    stop.set()
+    offer.join()
+    [f.result(5) for f in accepted]
+    batcher.close(2)
+    assert len(refused) > len(accepted) / 4  # really overloaded
+    assert all(err.retry_after_s >= 1 for err in refused)
+    batch = max(times.run_seconds)
+    slack = 0.03  # thread wake-ups on a shared machine
+    assert max(times.seconds) <= 0.150 + batch + slack, (max(times.seconds), batch)
+    assert sorted(times.seconds)[len(times.seconds) // 2] > 0.08  # the budget was used, not refused early
+
+
+def test_a_large_request_is_admitted_under_a_stream_of_small_ones(fake_backend_cls):
+    # Small requests arrive at 1.5x capacity and keep the queue at its 150 ms budget. The large
+    # request (40 sequences, 200 ms of work on its own) passes the same test as a small one, the
+    # work ahead of it, so it gets in as soon as the queue ahead drains under the budget; a queue
+    # bounded by a count of sequences that small requests keep full would refuse it forever.
+    times = QueueTimes()
+    config = BatchingConfig(max_batch_size=4, overhead_tokens=0, max_queue_ms=150, prior_tokens_per_s=2000)
+    batcher = Batcher(fake_backend_cls(delay=BATCH_S), config, observer=times)
+    stop, accepted, refused = threading.Event(), [], []
+    offer = threading.Thread(target=_offer, args=(batcher, stop, 1 / 300, accepted, refused))
+    offer.start()
+    time.sleep(0.5)  # the queue is full of small requests by now
+    large, tries, start = None, 0, time.monotonic()
+    while large is None and time.monotonic() - start < 3:
+        tries += 1
+        try:
+            large = batcher.submit([Item(1000 + i, 10) for i in range(40)])
+        except QueueFullError:
+            time.sleep(0.005)
+    admitted_after = time.monotonic() - start
+    time.sleep(0.3)  # small requests keep coming after it
+    stop.set()
+    offer.join()
+    assert large is not None, f"the large request was refused {tries} times in 3 s"
+    assert [f.result(5) for f in large] == [(1000 + i) * 10 for i in range(40)]
+    [f.result(5) for f in accepted]
+    batcher.close(2)
+    assert refused  # small requests were being refused around it: the queue was at its budget
+    assert admitted_after < 1.0, (admitted_after, tries)
