@@ -113,6 +113,17 @@ class ServiceSettings(BaseSettings):
         description="Most tokens waiting per model (unpadded); the same trade-off as max_queue_requests, counted "
         "in work rather than requests.",
     )
+    max_queue_ms: float | None = Field(
+        1000.0,
+        gt=0,
+        description="Longest queueing a request is admitted to: before tokenizing a request, the work queued ahead "
+        "of it (padded tokens plus each batch's overhead, as batches count it) is divided by the measured "
+        "throughput, and over this it gets 429 + Retry-After at once. Smaller = lower, steadier latency of "
+        "accepted requests and earlier 429s that let a load balancer retry elsewhere, but a burst the queue "
+        "could have absorbed is partly refused; larger = fewer 429s, longer waits. A request's own inputs do "
+        "not count against it, so large requests are not starved by small ones. None = only the "
+        "max_queue_requests / max_queue_tokens caps.",
+    )
 
     # --- request limits ------------------------------------------------------------------------
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body; larger bodies get 413.")

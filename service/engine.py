@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,7 @@ from service.batching import (
     Item,
     QueueFullError,
     RequestTooLargeError,
+    Reservation,
 )
 from service.errors import (
     DeadlineError,
@@ -59,6 +62,27 @@ TASK_ROUTES = {
     "embedding": "/v1/embed",
     "fill-mask": "/v1/fill-mask",
 }
+
+
+WINDOWED_TASKS = ("token-classification", "question-answering")  # long inputs become several sequences
+
+
+def estimate_tokens(inputs: list, max_per_input: int | None = None) -> int:
+    """Tokens `inputs` will take, from their characters alone (admission runs before tokenization).
+
+    About 4 characters a WordPiece token in English; a CJK character (3 UTF-8 bytes) is a token of
+    its own; plus [CLS] and [SEP]s. `max_per_input` caps each input (truncated, or refused as too long).
+    """
+    total = 0
+    for x in inputs:
+        texts = x if isinstance(x, list | tuple) else (x,)
+        tokens = 3
+        for text in texts:
+            if isinstance(text, str):
+                wide = (len(text.encode("utf-8", "surrogatepass")) - len(text)) // 2  # about one per CJK character
+                tokens += (len(text) - wide) // 4 + wide
+        total += tokens if max_per_input is None else min(tokens, max_per_input)
+    return total
 
 
 class _ThreadTokenizers(threading.local):
@@ -122,13 +146,11 @@ class ModelEngine:
         finally:
             self._tokenize_seconds.observe(time.perf_counter() - start)
 
-    async def infer(self, inputs: list[ModelInput], deadline: Deadline) -> list[dict[str, np.ndarray]]:
-        """Queue sequences through the batcher and wait for all of them, in order."""
-        if not inputs:
-            return []
-        items = [Item(payload=x, length=len(x), deadline=deadline.at) for x in inputs]
+    @contextmanager
+    def _queue_errors(self) -> Iterator[None]:
+        """The batcher's refusals as HTTP errors: 429 + Retry-After, 413, 503."""
         try:
-            futures = self.batcher.submit(items)
+            yield
         except QueueFullError as err:
             self._metrics.rejected.labels(self.name).inc()
             raise OverloadedError(f"{err}; retry later", err.retry_after_s) from None
@@ -136,6 +158,32 @@ class ModelEngine:
             raise PayloadTooLargeError(str(err)) from None
         except BatcherClosedError as err:
             raise UnavailableError(str(err)) from None
+
+    @contextmanager
+    def _admission(self, inputs: list) -> Iterator[Reservation]:
+        """Admit the request before any tokenization (429 now if the work queued ahead is over
+        max_queue_ms); its estimated tokens count as queued work until `infer` submits it."""
+        cap = None if self.task in WINDOWED_TASKS else self.max_seq_len
+        with self._queue_errors():
+            reservation = self.batcher.admit(len(inputs), estimate_tokens(inputs, cap))
+        try:
+            yield reservation
+        finally:
+            self.batcher.release(reservation)
+
+    async def infer(
+        self, inputs: list[ModelInput], deadline: Deadline, reservation: Reservation | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Queue sequences through the batcher and wait for all of them, in order.
+
+        With the `reservation` of an admitted request only the hard queue caps are checked here;
+        without one, the wait bound too.
+        """
+        if not inputs:
+            return []
+        items = [Item(payload=x, length=len(x), deadline=deadline.at) for x in inputs]
+        with self._queue_errors():
+            futures = self.batcher.submit(items, reservation)
         if len(futures) == 1:  # the common case: no gather around one future
             waiter = asyncio.wrap_future(futures[0])
         else:
@@ -151,12 +199,14 @@ class ModelEngine:
             waiter.add_done_callback(lambda g: g.cancelled() or g.exception())  # mark the outcome as seen
 
     async def _answer(self, answerer, inputs: list, deadline: Deadline) -> list:
-        """Encode on the tokenizer pool, queue through the batcher, shape the answers (core.inference.answers)."""
-        try:
-            model_inputs, state = await self._tokenize(answerer.encode, inputs)
-        except InputError as err:
-            raise InvalidInputError(err.field, err.reason) from None
-        return answerer.answers(state, await self.infer(model_inputs, deadline))
+        """Admit, encode on the tokenizer pool, queue through the batcher, shape the answers (core.inference)."""
+        with self._admission(inputs) as reservation:
+            try:
+                model_inputs, state = await self._tokenize(answerer.encode, inputs)
+            except InputError as err:
+                raise InvalidInputError(err.field, err.reason) from None
+            outputs = await self.infer(model_inputs, deadline, reservation)
+        return answerer.answers(state, outputs)
 
     # --- tasks ---------------------------------------------------------------------------------
 

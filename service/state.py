@@ -66,6 +66,7 @@ class AppState:
             sort_window=s.sort_window,
             max_queue_requests=s.max_queue_requests,
             max_queue_tokens=s.max_queue_tokens,
+            max_queue_ms=s.max_queue_ms,
             overhead_tokens=s.batch_overhead_tokens
             if s.batch_overhead_tokens is not None
             else (CUDA_OVERHEAD_TOKENS if cuda else CPU_OVERHEAD_TOKENS),
@@ -141,10 +142,10 @@ class AppState:
     def _warm_up(self, engine: ModelEngine) -> None:
         s, tok = self.settings, engine.tokenizer
         start = time.perf_counter()
-        for batch in warmup_batches(
+        batches = warmup_batches(
             engine.max_seq_len, s.max_batch_size, s.max_batch_tokens, tok.cls_id, tok.sep_id, tok.unk_id, engine.device
-        ):
-            engine.batcher.backend.run(batch)
+        )
+        engine.batcher.warm_up(batches, length=len)  # also times a batch: admission's first throughput estimate
         log.info("warmed up %s in %.2fs", engine.name, time.perf_counter() - start)
 
     def close(self, timeout: float | None = None) -> None:
