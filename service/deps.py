@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 
-from service.errors import ApiError, PayloadTooLargeError, UnauthorizedError
+from service.errors import ClientGoneError, PayloadTooLargeError, UnauthorizedError
 from service.state import AppState
 
 T = TypeVar("T")
@@ -52,11 +52,6 @@ def check_count(state: AppState, count: int) -> None:
     limit = state.settings.max_inputs_per_request
     if count > limit:
         raise PayloadTooLargeError(f"the request has {count} inputs; at most {limit} per request, split it")
-
-
-class ClientGoneError(ApiError):
-    status = 499
-    type = "client_closed_request"
 
 
 async def _wait_disconnect(request: Request) -> None:

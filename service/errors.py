@@ -40,6 +40,13 @@ class OverloadedError(ApiError):
         super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
 
 
+class ClientGoneError(ApiError):
+    """The client closed the connection before its answer: 499, nginx's "client closed request"."""
+
+    status = 499
+    type = "client_closed_request"
+
+
 class DeadlineError(ApiError):
     status = 504
     type = "deadline_exceeded"

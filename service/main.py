@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.config import ServiceSettings
-from service.errors import ApiError
+from service.errors import ApiError, ClientGoneError
 from service.routes import ops, tasks
 from service.state import AppState, BundleRefusedError
 
@@ -78,7 +78,13 @@ def _header(scope, name: bytes, default: bytes | None = None) -> bytes | None:
 
 
 class RequestContextMiddleware:
-    """Request id (X-Request-ID in, or a new one) on the response and in logs; metrics; access log."""
+    """Request id (X-Request-ID in, or a new one) on the response and in logs; metrics; access log.
+
+    The status recorded is the one sent, except that a request whose client disconnected before the
+    answer started is 499 (the answer, if any, went nowhere: uvicorn drops sends after a disconnect),
+    also when the app gave up without answering (e.g. a body cut short). A request that ends with no
+    answer and no disconnect seen is a 500, the one uvicorn sends.
+    """
 
     def __init__(self, app, state: AppState):
         self.app = app
@@ -92,18 +98,28 @@ class RequestContextMiddleware:
         request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
         token = request_id_var.set(request_id)
         start = time.perf_counter()
-        status = 500
+        status = None
+        client_gone = False
+
+        async def receive_watching():
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and status is None:
+                client_gone = True
+            return message
 
         async def send_with_id(message):
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = ClientGoneError.status if client_gone else message["status"]
                 message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
         finally:
+            if status is None:
+                status = ClientGoneError.status if client_gone else 500
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "other"
             elapsed = time.perf_counter() - start
