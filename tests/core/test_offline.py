@@ -9,12 +9,14 @@ rounding.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from core.inference.offline import answer_lines, read_inputs, resume_point, score_bundle
+from core.inference.offline import Progress, answer_lines, read_inputs, resume_point, score_bundle
 from core.inference.readers import DataError
 from tests.helpers.bundles import TRAINING_TEXTS
 
@@ -167,3 +169,12 @@ def test_answer_lines_are_one_line_each_to_every_reader():
     text = answer_lines([{"word": "a\u2028b\x85c\nd"}, [1.5]]).decode("utf-8")
     assert len(text.splitlines()) == 2
     assert json.loads(text.splitlines()[0]) == {"word": "a\u2028b\x85c\nd"}
+
+
+def test_progress_without_tqdm_is_a_plain_line_with_rate_and_eta(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `from tqdm import tqdm` raises ImportError
+    stream = io.StringIO()
+    bar = Progress(total=1000, initial=100, enabled=True, stream=stream, every_s=0)
+    bar.update(50)
+    bar.close()
+    assert "150/1,000 inputs, " in stream.getvalue() and "/s, ETA " in stream.getvalue()
