@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,14 +59,19 @@ TRANSPORT_RETRIES = []  # one entry per request sent again after a connection cl
 
 
 def post(client: httpx.Client, url: str, route: str, body: dict) -> list:
-    for attempt in range(3):
+    failures = 0
+    while True:
         try:
             response = client.post(f"{url}{route}", json=body, timeout=600)
-            break
-        except httpx.TransportError as err:  # issue 18: a keep-alive connection closed under a burst
-            if attempt == 2:
+        except httpx.TransportError as err:
+            failures += 1
+            if failures == 3:
                 raise
             TRANSPORT_RETRIES.append(type(err).__name__)
+            continue
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))  # a burst over max_queue_ms: come back later
     response.raise_for_status()
     return response.json()["results"]
 
@@ -73,7 +79,11 @@ def post(client: httpx.Client, url: str, route: str, body: dict) -> list:
 def served_classify(url: str, model: str, texts: list[str], mode: str, connections: int) -> list[dict]:
     """Top label and positive-class score per text: alone, as a burst of single requests, or MULTI a request."""
     body = {"model": model, "truncate": True, "top_k": None}
-    with httpx.Client() as client:
+    # A kept-alive connection per thread: with fewer (httpx keeps 20 by default), httpcore 1.0.9's pool can
+    # close a connection that another thread has just sent a request on (encode/httpcore#1110), which
+    # surfaced as ReadError [Errno 9] Bad file descriptor in about 1 of 1,300 requests of a 256-thread burst.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    with httpx.Client(limits=limits) as client:
         if mode == "alone":
             results = [post(client, url, "/v1/classify", {**body, "inputs": [t]})[0] for t in texts]
         elif mode == "burst":

@@ -20,4 +20,7 @@ if [ -z "${BERTKIT_BUNDLES:-}" ]; then
     export BERTKIT_BUNDLES
 fi
 echo "serve: bundles $BERTKIT_BUNDLES on ${HOST:-0.0.0.0}:${PORT:-8000}" >&2
-exec uvicorn service.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" "$@"
+# Idle keep-alive connections stay open longer than the proxies' in front (see keep_alive_timeout_s in
+# service/config.py, whose default this mirrors): the server must not be the first to close one.
+exec uvicorn service.main:app --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" \
+    --timeout-keep-alive "${BERTKIT_KEEP_ALIVE_TIMEOUT_S:-75}" "$@"

@@ -78,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         access_log=False,  # the service logs each request itself, with its request id
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         log_level=settings.log_level,
     )
     return 0

@@ -27,3 +27,18 @@ def test_bad_port_and_workers(tiny_bundles, capsys):
     assert bert(["serve", "--bundles", path, "--port", "70000"]) == 2
     assert bert(["serve", "--bundles", path, "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_idle_connections_outlive_the_proxies_in_front(tiny_bundles, monkeypatch):
+    # uvicorn's own 5 s keep-alive equals httpx's idle expiry and is shorter than nginx's or an ALB's 60 s:
+    # a client reusing a connection as the server closes it gets a reset (issue 18's ReadErrors).
+    import uvicorn
+
+    runs = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: runs.append(options))
+    monkeypatch.setenv("BERTKIT_BUNDLES", "")  # restored afterwards; bert serve sets it for its workers
+    path = str(tiny_bundles["sequence-classification"])
+    assert bert(["serve", "--bundles", path]) == 0
+    monkeypatch.setenv("BERTKIT_KEEP_ALIVE_TIMEOUT_S", "120")
+    assert bert(["serve", "--bundles", path]) == 0
+    assert [run["timeout_keep_alive"] for run in runs] == [75, 120]
