@@ -63,6 +63,33 @@ class ServiceSettings(BaseSettings):
         2, ge=1, description="Threads that tokenize requests off the event loop (Rust tokenizers release the GIL)."
     )
 
+    # --- model store: models loaded on first use, new versions swapped in without a restart ---
+    model_store: Path | None = Field(
+        None,
+        description="A directory of models, `NAME/VERSION/` (the highest VERSION by natural sort: 1 < 2 < 10) or "
+        "`NAME/` (one unversioned bundle). Each loads on its first request and a newer version replaces it on "
+        "`POST /v1/models/NAME/reload` or the next poll. Bundles from `bundles` stay loaded besides.",
+    )
+    max_loaded_models: int | None = Field(
+        None,
+        ge=1,
+        description="Most model-store models loaded at once; loading one more unloads the least recently used. "
+        "Fewer = less memory, but a request for an unloaded model waits for its load (and warm-up). None = no limit.",
+    )
+    max_loaded_model_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Memory budget of the model-store models, estimated as the sum of their model.onnx sizes; "
+        "the least recently used are unloaded until the rest fit (one model alone always loads). None = no limit.",
+    )
+    model_store_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="Every this many seconds, look for new versions in the model store and swap them in (a "
+        "directory listing and a stat per file; a version is only loaded when it changed). 0 = off: only "
+        "`POST /v1/models/NAME/reload` swaps.",
+    )
+
     # --- batching: each knob trades latency for throughput -------------------------------------
     max_batch_tokens: int = Field(
         16384,

@@ -48,7 +48,6 @@ from service.batching import (
 from service.errors import (
     DeadlineError,
     InvalidInputError,
-    ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
     UnavailableError,
@@ -110,9 +109,12 @@ class ModelEngine:
         tokenize_pool: ThreadPoolExecutor,
         metrics: Metrics,
         device: str = "cpu",
+        name: str | None = None,
+        version: str | None = None,
     ):
         self.bundle = bundle
-        self.name: str = bundle.name
+        self.name: str = name or bundle.name  # a model store names its models after their directories
+        self.version = version  # the model store's version directory; None for a bundle given by path
         self.task: str = bundle.task
         self.labels: list[str] | None = list(bundle.labels) if bundle.labels else None
         self.max_seq_len: int = int(bundle.max_seq_len)
@@ -250,44 +252,3 @@ class ModelEngine:
             }
             for e in encodings
         ]
-
-
-class Registry:
-    """Loaded models by name; the first model of each task is that task's default."""
-
-    def __init__(self) -> None:
-        self.engines: dict[str, ModelEngine] = {}
-        self.defaults: dict[str, str] = {}
-
-    def add(self, engine: ModelEngine) -> None:
-        if engine.name in self.engines:
-            raise ValueError(f"two bundles are named {engine.name!r}; bundle names must be unique")
-        self.engines[engine.name] = engine
-        self.defaults.setdefault(engine.task, engine.name)
-
-    def get(self, task: str, name: str | None) -> ModelEngine:
-        loaded = ", ".join(f"{n} ({e.task})" for n, e in self.engines.items()) or "none"
-        if name is None:
-            if task not in self.defaults:
-                raise ModelNotFoundError(f"no {task} model is loaded; loaded models: {loaded}")
-            return self.engines[self.defaults[task]]
-        engine = self.engines.get(name)
-        if engine is None:
-            raise ModelNotFoundError(f"model {name!r} is not loaded; loaded models: {loaded}")
-        if engine.task != task:
-            raise InvalidInputError(
-                "model", f"{name!r} is a {engine.task} model; send it to {TASK_ROUTES.get(engine.task, 'its endpoint')}"
-            )
-        return engine
-
-    def get_any(self, name: str | None) -> ModelEngine:
-        """Any task (for /v1/tokenize): the named model, or the first one loaded."""
-        if name is None:
-            if not self.engines:
-                raise ModelNotFoundError("no model is loaded")
-            return next(iter(self.engines.values()))
-        if name not in self.engines:
-            raise ModelNotFoundError(
-                f"model {name!r} is not loaded; loaded models: {', '.join(self.engines) or 'none'}"
-            )
-        return self.engines[name]

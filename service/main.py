@@ -6,7 +6,6 @@ lets in-flight requests finish (uvicorn drains connections), then stops the batc
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import json
@@ -269,7 +268,7 @@ def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
         # the last one to stop closes them.
         if state.lifespans == 0:
             try:
-                await asyncio.to_thread(state.load, loader)
+                await state.start(loader)
             except BundleRefusedError as err:
                 log.error("%s", err)
                 state.close(timeout=5)
@@ -282,7 +281,7 @@ def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
             state.lifespans -= 1
             if state.lifespans == 0:
                 state.draining = True
-                await asyncio.to_thread(state.close, settings.drain_timeout_s)
+                await state.stop(settings.drain_timeout_s)
                 log.info("stopped")
 
     app = FastAPI(

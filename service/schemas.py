@@ -36,6 +36,15 @@ class _Request(BaseModel):
     )
 
 
+class _Response(BaseModel):
+    model: str = Field(..., description="The model that answered.")
+    model_version: str | None = Field(
+        None,
+        description="The model-store version that answered (its directory name); null for a bundle given by path "
+        "or an unversioned store model.",
+    )
+
+
 # --- classify --------------------------------------------------------------------------------
 
 
@@ -62,7 +71,7 @@ class LabelScore(BaseModel):
     score: float
 
 
-class ClassifyResponse(BaseModel):
+class ClassifyResponse(_Response):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -74,7 +83,6 @@ class ClassifyResponse(BaseModel):
         }
     )
 
-    model: str
     results: list[list[LabelScore]] = Field(..., description="Per input, labels sorted by score (best first).")
 
 
@@ -116,7 +124,7 @@ class Entity(BaseModel):
     index: int | None = Field(None, description="Token position (aggregation none only).")
 
 
-class NerResponse(BaseModel):
+class NerResponse(_Response):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -133,7 +141,6 @@ class NerResponse(BaseModel):
         }
     )
 
-    model: str
     results: list[list[Entity]]
 
 
@@ -182,14 +189,13 @@ class Answer(BaseModel):
     end: int
 
 
-class QaResponse(BaseModel):
+class QaResponse(_Response):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"model": "squad", "results": [{"answer": "Paris", "score": 0.93, "start": 44, "end": 49}]}]
         }
     )
 
-    model: str
     results: list[Answer | list[Answer]] = Field(..., description="Per question: an answer, or a list when top_k > 1.")
 
 
@@ -207,12 +213,11 @@ class EmbedRequest(_Request):
     truncate: bool = Field(True, description="Cut inputs longer than the model's max_seq_len; false = 422 instead.")
 
 
-class EmbedResponse(BaseModel):
+class EmbedResponse(_Response):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"model": "minilm", "dim": 3, "embeddings": [[0.1, 0.2, 0.97]]}]}
     )
 
-    model: str
     dim: int
     embeddings: list[list[float]]
 
@@ -236,7 +241,7 @@ class MaskPrediction(BaseModel):
     sequence: str = Field(..., description="The input with this mask filled in.")
 
 
-class FillMaskResponse(BaseModel):
+class FillMaskResponse(_Response):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -259,7 +264,6 @@ class FillMaskResponse(BaseModel):
         }
     )
 
-    model: str
     results: list[list[list[MaskPrediction]]] = Field(..., description="Per input, per [MASK], the top_k tokens.")
 
 
@@ -283,7 +287,7 @@ class TokenizedText(BaseModel):
     sequence_ids: list[int | None]
 
 
-class TokenizeResponse(BaseModel):
+class TokenizeResponse(_Response):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -303,11 +307,15 @@ class TokenizeResponse(BaseModel):
         }
     )
 
-    model: str
     results: list[TokenizedText]
 
 
 # --- models, health, errors ------------------------------------------------------------------
+
+
+class RefusedVersion(BaseModel):
+    version: str | None
+    reason: str = Field(..., description="Why it was refused: the file or bundle.json field at fault.")
 
 
 class ModelInfo(BaseModel):
@@ -321,10 +329,25 @@ class ModelInfo(BaseModel):
         description="Whether each input's answer is independent of the other inputs batched with it. False for "
         "dynamically quantised int8 bundles (one activation scale per batch): their scores move with batch-mates.",
     )
-    provider: str = Field(..., description="Execution provider the session runs on.")
+    provider: str | None = Field(..., description="Execution provider the session runs on; null while not loaded.")
     default: bool = Field(..., description="Whether requests of this task without `model` go here.")
     max_batch_tokens: int
     max_batch_size: int
+    loaded: bool = Field(
+        True, description="False for a model-store model that is not loaded now: its next request loads it."
+    )
+    version: str | None = Field(
+        None,
+        description="The model-store version that serves (or will load on first use); null for a bundle given by "
+        "path or an unversioned store model.",
+    )
+    versions: list[str] = Field(
+        default_factory=list, description="Every version in the model store, newest first (empty for --bundles)."
+    )
+    refused: list[RefusedVersion] = Field(
+        default_factory=list,
+        description="Versions that failed to load or verify (tried again once their files change).",
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -344,6 +367,10 @@ class ModelsResponse(BaseModel):
                             "default": True,
                             "max_batch_tokens": 16384,
                             "max_batch_size": 64,
+                            "loaded": True,
+                            "version": "3",
+                            "versions": ["3", "2", "1"],
+                            "refused": [],
                         }
                     ]
                 }
@@ -351,7 +378,20 @@ class ModelsResponse(BaseModel):
         }
     )
 
-    models: list[ModelInfo]
+    models: list[ModelInfo] = Field(
+        ..., description="Bundles given by path, then the model store's models (loaded or not), by name."
+    )
+
+
+class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model": "sst2", "version": "3", "previous_version": "2", "changed": True}]}
+    )
+
+    model: str
+    version: str | None = Field(..., description="The version that serves now (null: unversioned, or removed).")
+    previous_version: str | None = Field(..., description="The version that served before (null: none loaded).")
+    changed: bool = Field(..., description="False when the newest version was already serving.")
 
 
 class Status(BaseModel):

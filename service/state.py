@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.bundle import check_bundle
+from core.providers import available_providers, choose_device
 from service.backends import OnnxBackend, open_model, warmup_batches
 from service.batching import Batcher, BatchingConfig
 from service.config import ServiceSettings
-from service.engine import Deadline, ModelEngine, Registry
+from service.engine import Deadline, ModelEngine
 from service.metrics import Metrics
+from service.store import BundleRefusedError, ModelStore, Registry, Version, first_line
+
+__all__ = ["AppState", "BundleRefusedError"]
 
 log = logging.getLogger("service")
 # Defaults of the settings left unset, per device (measured on MiniLM, SST-2 lengths, 2 CPU cores: two
@@ -40,19 +46,27 @@ def usable_cores() -> int:
         return os.cpu_count() or 2
 
 
-class BundleRefusedError(RuntimeError):
-    """A bundle that cannot be served; the message is the one log line that says why."""
-
-
 @dataclass
 class AppState:
     settings: ServiceSettings
     metrics: Metrics = field(default_factory=Metrics)
-    registry: Registry = field(default_factory=Registry)
+    registry: Registry = field(init=False)
     ready: bool = False
     draining: bool = False
     lifespans: int = 0  # servers currently running over this state
     tokenize_pool: ThreadPoolExecutor | None = None
+    loader: Any = None  # replaces core.bundle.load_bundle (tests)
+    poller: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        store = None
+        if s.model_store is not None:
+            device, _ = choose_device(s.provider, available_providers())
+            store = ModelStore(Path(s.model_store), device, s.precision)
+        self.registry = Registry(
+            store, self._open_version, self._close_engine, s.max_loaded_models, s.max_loaded_model_bytes
+        )
 
     def batching_config(self, device: str = "cpu") -> BatchingConfig:
         """The batcher's knobs; the ones left unset in the settings get the device's default."""
@@ -87,11 +101,33 @@ class AppState:
 
     # --- start and stop ------------------------------------------------------------------------
 
+    async def start(self, loader=None) -> None:
+        """Load (in a thread) and start polling the model store when the settings ask for it."""
+        await asyncio.to_thread(self.load, loader)
+        if self.registry.store is not None and self.settings.model_store_poll_s > 0:
+            self.poller = asyncio.create_task(self._poll(self.settings.model_store_poll_s))
+
+    async def stop(self, timeout: float | None = None) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+        await asyncio.to_thread(self.close, timeout)
+
+    async def _poll(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.registry.refresh()
+            except Exception:  # the next poll tries again; serving goes on
+                log.exception("model store poll failed")
+
     def load(self, loader=None) -> None:
-        """Open every bundle, start its batcher and run the warm-up batches (blocking)."""
+        """Open every bundle, start its batcher and run the warm-up batches, and scan the store (blocking)."""
         s = self.settings
-        if not s.bundles:
-            raise BundleRefusedError("no bundles to serve: pass --bundles DIR or set BERTKIT_BUNDLES")
+        if not s.bundles and s.model_store is None:
+            raise BundleRefusedError(
+                "nothing to serve: pass --bundles DIR or --model-store DIR (BERTKIT_BUNDLES, BERTKIT_MODEL_STORE)"
+            )
+        self.loader = loader
         self.tokenize_pool = ThreadPoolExecutor(s.tokenizer_threads, thread_name_prefix="tokenize")
         for path in s.bundles:
             engine = self._open(Path(path), loader)
@@ -103,15 +139,41 @@ class AppState:
         if s.warmup:
             for engine in self.registry.engines.values():
                 self._warm_up(engine)
+        self.registry.load_store()
         self.ready = True
         names = ", ".join(
             f"{e.name} ({e.task}, {e.bundle.precision}{'' if e.batch_invariant else ', NOT batch-invariant'}, "
             f"{e.provider})"
             for e in self.registry.engines.values()
         )
-        log.info("ready: serving %s", names)
+        if names:
+            log.info("ready: serving %s", names)
+        if self.registry.store is not None:
+            store = [m for m in self.registry.models() if m.manifest is not None]
+            models = ", ".join(f"{m.name} ({m.task}, version {m.version or 'unversioned'})" for m in store)
+            log.info("ready: model store %s holds %s; each loads on first use", s.model_store, models or "nothing yet")
 
-    def _open(self, path: Path, loader) -> ModelEngine:
+    def _open_version(self, name: str, version: Version) -> ModelEngine:
+        """The store's opener: load, verify and warm up one version of model `name` (blocking)."""
+        engine = self._open(version.path, self.loader, name=name, version=version.name)
+        try:
+            if self.settings.warmup:
+                self._warm_up(engine)
+        except BaseException:
+            engine.batcher.close()
+            raise
+        return engine
+
+    def _close_engine(self, engine: ModelEngine, timeout: float | None = None) -> None:
+        engine.batcher.close(timeout)
+
+    def _queued(self, name: str) -> tuple[int, int]:
+        """(sequences, tokens) queued for the model loaded as `name` now; looked up by name so that an unloaded
+        model's batcher (and its session) is not kept alive by the gauges."""
+        engine = self.registry.loaded(name)
+        return engine.batcher.queued if engine is not None else (0, 0)
+
+    def _open(self, path: Path, loader, name: str | None = None, version: str | None = None) -> ModelEngine:
         s = self.settings
         # One core stays free for the event loop and tokenization: onnxruntime's spinning workers on
         # every core starve them (on 2 cores, 1 intra-op thread served 1.75x the requests of 2). The
@@ -122,11 +184,12 @@ class AppState:
         except (OSError, ValueError) as err:
             raise BundleRefusedError(f"bundle {path} refused: {err}") from None
         bundle = opened.bundle
+        name = name or bundle.name
         if s.verify_bundles and loader is None:  # on the bundle just loaded: hashed once, one session
             try:
                 check_bundle(bundle)
             except (OSError, ValueError) as err:  # BundleError is a ValueError naming the file or field at fault
-                raise BundleRefusedError(f"bundle {opened.path} refused by verify: {_first_line(err)}") from None
+                raise BundleRefusedError(f"bundle {opened.path} refused by verify: {first_line(err)}") from None
         if bundle.max_seq_len > s.max_batch_tokens:
             log.warning(
                 "bundle %s: max_seq_len %d exceeds max_batch_tokens %d; its longest inputs run one per batch",
@@ -134,10 +197,10 @@ class AppState:
             )  # fmt: skip
         backend = OnnxBackend(bundle, opened.device)
         config = self.batching_config(opened.device)
-        batcher = Batcher(backend, config, self.metrics.observer(bundle.name), name=bundle.name)
-        self.metrics.queue_length.labels(bundle.name).set_function(lambda b=batcher: b.queued[0])
-        self.metrics.queue_tokens.labels(bundle.name).set_function(lambda b=batcher: b.queued[1])
-        return ModelEngine(bundle, batcher, self.tokenize_pool, self.metrics, opened.device)
+        batcher = Batcher(backend, config, self.metrics.observer(name), name=name)
+        self.metrics.queue_length.labels(name).set_function(lambda: self._queued(name)[0])
+        self.metrics.queue_tokens.labels(name).set_function(lambda: self._queued(name)[1])
+        return ModelEngine(bundle, batcher, self.tokenize_pool, self.metrics, opened.device, name, version)
 
     def _warm_up(self, engine: ModelEngine) -> None:
         s, tok = self.settings, engine.tokenizer
@@ -151,11 +214,6 @@ class AppState:
     def close(self, timeout: float | None = None) -> None:
         """Finish queued work, stop the batcher threads and the tokenizer pool."""
         self.ready = False
-        for engine in self.registry.engines.values():
-            engine.batcher.close(timeout)
+        self.registry.close(timeout)
         if self.tokenize_pool is not None:
             self.tokenize_pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
