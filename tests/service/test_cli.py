@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cli.main import main as bert
 
 
@@ -42,3 +44,36 @@ def test_idle_connections_outlive_the_proxies_in_front(tiny_bundles, monkeypatch
     monkeypatch.setenv("BERTKIT_KEEP_ALIVE_TIMEOUT_S", "120")
     assert bert(["serve", "--bundles", path]) == 0
     assert [run["timeout_keep_alive"] for run in runs] == [75, 120]
+
+
+def test_serve_needs_bundles_or_a_model_store(capsys):
+    assert bert(["serve"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--bundles" in err and "--model-store" in err
+
+
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        (None, "does not exist"),
+        ("file", "is not a directory"),
+        ("bundle", "is a bundle, not a model store: serve it with --bundles"),
+        ("empty", "holds no models"),
+        ("broken", "no model can load; sst2 version 1: "),
+    ],
+)
+def test_model_store_preflight_errors_are_one_line(tmp_path, capsys, layout, expected):
+    store = tmp_path / "store"
+    if layout == "file":
+        store.write_text("")
+    elif layout == "bundle":
+        store.mkdir()
+        (store / "bundle.json").write_text("{}")
+    elif layout == "empty":
+        (store / "sst2" / "1").mkdir(parents=True)  # a version with no bundle.json yet
+    elif layout == "broken":
+        (store / "sst2" / "1").mkdir(parents=True)
+        (store / "sst2" / "1" / "bundle.json").write_text("{not json")
+    assert bert(["serve", "--model-store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err, err
