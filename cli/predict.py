@@ -43,10 +43,11 @@ class OfflineOptions:
     handle_impossible: bool | None = _f(None, "qa: allow the empty answer (SQuAD 2.0 models)")
     normalize: bool | None = _f(None, "embed: scale each vector to unit length (default)")
     # how to run
-    batch_size: int = _f(64, "sequences per model call (length-sorted within a chunk)")
+    batch_size: int = _f(32, "sequences per model call (length-sorted within a chunk)")
     chunk_size: int = _f(10_000, "inputs read, scored and written (fsync'ed) at a time; bounds memory and rework")
     device: str = _f("auto", "run on the GPU (cuda) when onnxruntime has one, or on the CPU", choices=DEVICES)
-    threads: int | None = _f(None, "onnxruntime intra-op threads (default: onnxruntime's, all cores)")
+    workers: int | None = _f(None, "batches run at once (default: one per CPU core; 1 on CUDA)")
+    threads: int | None = _f(None, "onnxruntime intra-op threads of each (default 1 with several workers)")
     progress: bool = _f(True, "count the inputs first, then show a progress bar with rate and ETA on stderr")
 
 
@@ -116,6 +117,7 @@ def run_offline(opts: OfflineOptions) -> int:
         opts.progress,
         opts.device,
         opts.threads,
+        opts.workers,
     )
     resumed = f", {result.resumed:,} already there" if result.resumed else ""
     print(

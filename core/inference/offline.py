@@ -245,6 +245,7 @@ def score_file(
     batch_size: int = 64,
     progress: bool = True,
     source: str = "the input",
+    workers: int = 1,
 ) -> ScoreResult:
     """Score every input of `records()` into `output`, resuming after the lines already there.
 
@@ -291,6 +292,7 @@ def score_file(
                     token_level,
                     batch_size,
                     progress=lambda n, k=per_model_input: bar.update(n * k),
+                    workers=workers,
                 )
                 out.write(answer_lines(answerer.answers(state, outputs)))
                 out.flush()
@@ -302,6 +304,10 @@ def score_file(
     return ScoreResult(total if total is not None else done + scored, done, scored, time.perf_counter() - start)
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def score_bundle(
     bundle_dir: str | Path,
     input: str | Path,
@@ -310,14 +316,17 @@ def score_bundle(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     chunk_size: int = 10_000,
-    batch_size: int = 64,
+    batch_size: int = 32,
     progress: bool = True,
     device: str = "auto",
     threads: int | None = None,
+    workers: int | None = None,
 ) -> ScoreResult:
     """`bert predict --bundle`: load the bundle, then `score_file` the input into the output.
 
-    options: the task's request fields (core.inference.answers), e.g. {"top_k": 1}.
+    options: the task's request fields (core.inference.answers), e.g. {"top_k": 1}. workers:
+    batches run at once (default: one per core on CPU, each on `threads` intra-op threads, default
+    1; one on CUDA).
     """
     from core.bundle import load_bundle
     from core.inference.answers import ModelSpec, answerer_for
@@ -325,7 +334,12 @@ def score_bundle(
 
     if Path(input).resolve() == Path(output).resolve():
         raise ValueError(f"--output {output} is the input file; choose another")
-    bundle = load_bundle(bundle_dir, session_providers(choose_device(device)[0]), threads)
+    on = choose_device(device)[0]
+    if workers is None:
+        workers = 1 if on == "cuda" else usable_cores()
+    if threads is None and on == "cpu" and workers > 1:
+        threads = 1  # the cores are shared out between the workers' batches
+    bundle = load_bundle(bundle_dir, session_providers(on), threads)
     answerer = answerer_for(ModelSpec.of(bundle), options)
     check_readable(input)
     return score_file(
@@ -339,4 +353,5 @@ def score_bundle(
         batch_size,
         progress,
         source=str(input),
+        workers=workers,
     )
