@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -118,7 +118,7 @@ class ModelEngine:
         self.task: str = bundle.task
         self.labels: list[str] | None = list(bundle.labels) if bundle.labels else None
         self.max_seq_len: int = int(bundle.max_seq_len)
-        self.spec = ModelSpec.of(bundle)  # what the answers need of the bundle
+        self.spec = replace(ModelSpec.of(bundle), name=self.name)  # what the answers need; messages name the model
         manifest = getattr(bundle, "manifest", None)
         self.batch_invariant: bool = bool(getattr(manifest, "batch_invariant", True))
         self.batcher = batcher
