@@ -27,6 +27,20 @@ class ModelNotFoundError(ApiError):
     type = "model_not_found"
 
 
+class ModelUnavailableError(ApiError):
+    """A model-store model none of whose versions loads."""
+
+    status = 503
+    type = "model_unavailable"
+
+
+class VersionRefusedError(ApiError):
+    """A new model-store version that failed verification; the old one keeps serving."""
+
+    status = 409
+    type = "version_refused"
+
+
 class PayloadTooLargeError(ApiError):
     status = 413
     type = "payload_too_large"

@@ -29,7 +29,7 @@ from pathlib import Path
 from core.bundle import MODEL_FILE, NAME_PATTERN, PRECISIONS, Manifest, is_bundle, read_manifest
 from service.backends import resolve_variant
 from service.engine import TASK_ROUTES, ModelEngine
-from service.errors import ApiError, InvalidInputError, ModelNotFoundError
+from service.errors import InvalidInputError, ModelNotFoundError, ModelUnavailableError, VersionRefusedError
 
 log = logging.getLogger("service")
 VARIANT_DIRS = frozenset(PRECISIONS)  # sub-directories so named are one bundle's variants, not its versions
@@ -37,16 +37,6 @@ VARIANT_DIRS = frozenset(PRECISIONS)  # sub-directories so named are one bundle'
 
 class BundleRefusedError(RuntimeError):
     """A bundle that cannot be served; the message is the one log line that says why."""
-
-
-class ModelUnavailableError(ApiError):
-    status = 503
-    type = "model_unavailable"
-
-
-class VersionRefusedError(ApiError):
-    status = 409
-    type = "version_refused"
 
 
 # --- the store on disk ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ same methods return awaitables.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ class Settings:
         return retry_delay(response, attempt, self.backoff, self.max_retry_wait)
 
 
-class Endpoints:
+class Endpoints(ABC):
     """What `Client` and `AsyncClient` share. `base_url` defaults to $BERTKIT_URL or http://127.0.0.1:8000."""
 
     _http_class: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
@@ -69,8 +70,9 @@ class Endpoints:
         )
         self._sleep = sleep or self._default_sleep
 
+    @abstractmethod
     def _call(self, call: calls.Call) -> Any:
-        raise NotImplementedError
+        """Send `call` and read its answer: blocking in Client, a coroutine in AsyncClient."""
 
     def classify(self, inputs, *, top_k=None, model=None, truncate=None, timeout_ms=None):
         """POST /v1/classify: a text, (text, pair) or a list of them -> [LabelScore] best first (per input)."""
