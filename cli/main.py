@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("training.pretrain", "MLM + NSP pretraining, resumable, CPU/GPU/torchrun"),
     "plot": ("training.plot", "plot a run's loss and accuracy curves to PNG"),
     "finetune": ("training.finetune.cli", "fine-tune classify | ner | qa heads"),
+    "distill": ("training.distill.cli", "distil a fine-tuned teacher into a smaller student (classify | ner | qa)"),
     "evaluate": ("training.evaluate", "evaluate a model directory or an ONNX bundle"),
     "export": ("training.export.cli", "export a model to an ONNX bundle (static int8, dynamic int8, fp32, fp16)"),
     "verify": ("service.verify", "check a bundle's checksums, graph, tokenizer and labels"),

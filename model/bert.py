@@ -33,6 +33,9 @@ def activation(name: str):
 class EncoderOutput:
     last_hidden_state: torch.Tensor  # (B, T, H)
     pooler_output: torch.Tensor | None  # (B, H) tanh(dense([CLS])), None without a pooler
+    # Only with `output_hidden_states` / `output_attentions` (distillation); None otherwise.
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + each layer's output, (B, T, H) each
+    attentions: tuple[torch.Tensor, ...] | None = None  # each layer's attention probabilities, (B, nh, T, T)
 
 
 class Embeddings(nn.Module):
@@ -100,23 +103,25 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None, layout: TokenLayout) -> torch.Tensor:
-        """x: (N, H) rows of real tokens -> (N, H)."""
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None, layout: TokenLayout, return_probs: bool = False):
+        """x: (N, H) rows of real tokens -> (N, H); with `return_probs`, also the (B, nh, T, T) probabilities."""
         q = self.split_heads(self.query(x), layout)  # (B, nh, T, hs)
         k = self.split_heads(self.key(x), layout)  # (B, nh, T, hs)
         v = self.split_heads(self.value(x), layout)  # (B, nh, T, hs)
         B, _, T, _ = q.shape
         dropout_p = self.dropout_p if self.training else 0.0
-        if self.use_sdpa:
+        probs = None
+        if self.use_sdpa and not return_probs:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias, dropout_p=dropout_p)
         else:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)  # (B, nh, T, T)
             if mask_bias is not None:
                 scores = scores + mask_bias
-            probs = F.dropout(torch.softmax(scores, dim=-1), dropout_p, self.training)
-            y = torch.matmul(probs, v)  # (B, nh, T, hs)
+            probs = torch.softmax(scores, dim=-1)  # (B, nh, T, T)
+            y = torch.matmul(F.dropout(probs, dropout_p, self.training), v)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
-        return self.output(layout.unpad(y))  # (N, H)
+        y = self.output(layout.unpad(y))  # (N, H)
+        return (y, probs) if return_probs else y
 
 
 class FeedForward(nn.Module):
@@ -141,10 +146,14 @@ class Layer(nn.Module):
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None, layout: TokenLayout) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask_bias, layout)))
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None, layout: TokenLayout, return_probs: bool = False):
+        if return_probs:  # distillation: the attention probabilities too, through the explicit math
+            attended, probs = self.attention(x, mask_bias, layout, return_probs=True)
+        else:
+            attended, probs = self.attention(x, mask_bias, layout), None
+        x = self.attention_norm(x + self.dropout(attended))
         x = self.output_norm(x + self.dropout(self.feed_forward(x)))
-        return x
+        return (x, probs) if return_probs else x
 
 
 class Pooler(nn.Module):
@@ -203,7 +212,11 @@ class BertModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> EncoderOutput:
+        """`output_hidden_states` / `output_attentions` (for distillation) also return every layer's
+        (B, T, H) output and (B, nh, T, T) attention probabilities; the default path is unchanged."""
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
@@ -215,11 +228,30 @@ class BertModel(nn.Module):
         layout, padded = plan_layout(attention_mask, B, T)
         x = layout.unpad(self.embeddings(input_ids, token_type_ids))  # (N, H): real tokens only
         mask_bias = padding_bias(attention_mask, x.dtype) if padded else None
+        if output_hidden_states or output_attentions:
+            return self._forward_with_internals(x, mask_bias, layout, output_hidden_states, output_attentions)
         for layer in self.layers:
             x = layer(x, mask_bias, layout)
         hidden = layout.pad(x)  # (B, T, H); padded positions are zero
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return EncoderOutput(last_hidden_state=hidden, pooler_output=pooled)
+
+    def _forward_with_internals(
+        self, x: torch.Tensor, mask_bias, layout: TokenLayout, keep_hidden: bool, keep_attentions: bool
+    ) -> EncoderOutput:
+        hidden_states, attentions = [layout.pad(x)], []  # (B, T, H) embeddings first
+        for layer in self.layers:
+            x, probs = layer(x, mask_bias, layout, return_probs=True)
+            hidden_states.append(layout.pad(x))  # (B, T, H)
+            attentions.append(probs)  # (B, nh, T, T)
+        hidden = hidden_states[-1]  # (B, T, H); padded positions are zero
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(
+            last_hidden_state=hidden,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if keep_hidden else None,
+            attentions=tuple(attentions) if keep_attentions else None,
+        )
 
 
 def init_weights(module: nn.Module, config: BertConfig) -> None:

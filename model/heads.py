@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.bert import BertModel, activation, init_weights
+from model.bert import BertModel, EncoderOutput, activation, init_weights
 from model.config import BertConfig
 from model.linear import Linear, linear
 
@@ -110,8 +110,11 @@ class BertForSequenceClassification(nn.Module):
         init_weights(self, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output  # (B, H)
-        return ClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+        return self.head_output(self.bert(input_ids, attention_mask, token_type_ids))
+
+    def head_output(self, encoded: EncoderOutput) -> ClassifierOutput:
+        """The head on an encoder output (distillation runs the encoder itself to keep its internals)."""
+        return ClassifierOutput(logits=self.classifier(self.dropout(encoded.pooler_output)))  # (B, L)
 
 
 class BertForTokenClassification(nn.Module):
@@ -129,8 +132,10 @@ class BertForTokenClassification(nn.Module):
         init_weights(self, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
-        return ClassifierOutput(logits=self.classifier(self.dropout(hidden)))  # (B, T, L)
+        return self.head_output(self.bert(input_ids, attention_mask, token_type_ids))
+
+    def head_output(self, encoded: EncoderOutput) -> ClassifierOutput:
+        return ClassifierOutput(logits=self.classifier(self.dropout(encoded.last_hidden_state)))  # (B, T, L)
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -146,8 +151,10 @@ class BertForQuestionAnswering(nn.Module):
         init_weights(self, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
-        start, end = self.qa_outputs(hidden).unbind(dim=-1)  # (B, T) each
+        return self.head_output(self.bert(input_ids, attention_mask, token_type_ids))
+
+    def head_output(self, encoded: EncoderOutput) -> QuestionAnsweringOutput:
+        start, end = self.qa_outputs(encoded.last_hidden_state).unbind(dim=-1)  # (B, T) each
         return QuestionAnsweringOutput(start_logits=start, end_logits=end)
 
 

@@ -59,8 +59,8 @@ def evaluate_model(model, task, examples, features, tokenizer, settings, device)
     return task.score(examples, features, outputs)
 
 
-def finetune(settings: FinetuneSettings) -> dict:
-    # --- setup -----------------------------------------------------------------------------------
+def seed_and_pick_device(settings: FinetuneSettings) -> str:
+    """Seed Python, NumPy and torch, set torch's CPU threads; the device to train on."""
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -69,6 +69,45 @@ def finetune(settings: FinetuneSettings) -> dict:
     device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but torch sees no CUDA device")
+    return device
+
+
+def adamw_with_schedule(model: torch.nn.Module, settings: FinetuneSettings, train_count: int):
+    """(trained parameters, AdamW without decay on biases / LayerNorm, linear warm-up then linear decay)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=settings.lr,
+        fused=True,  # one kernel for the whole update (CPU and CUDA): less per-step overhead
+    )
+    batches_per_epoch = math.ceil(train_count / settings.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = int(settings.warmup * total_steps) if settings.warmup < 1 else int(settings.warmup)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+
+def save_best_model(model: torch.nn.Module, out_dir: Path, entry: dict, labels: list[str]) -> None:
+    """The epoch's weights into --out, with the confusion matrix of its evaluation when there is one."""
+    save_pretrained(model, out_dir)
+    if entry.get("eval", {}).get("confusion_matrix") is not None:
+        from training.metrics.classification import plot_confusion_matrix
+
+        plot_confusion_matrix(entry["eval"]["confusion_matrix"], labels, out_dir / "confusion_matrix.png")
+
+
+def finetune(settings: FinetuneSettings) -> dict:
+    # --- setup -----------------------------------------------------------------------------------
+    device = seed_and_pick_device(settings)
     out_dir = Path(settings.out)
     model_dir = resolve_model_dir(settings.model)
     tokenizer = load_tokenizer(resolve_tokenizer_dir(model_dir, settings.model))
@@ -101,27 +140,7 @@ def finetune(settings: FinetuneSettings) -> dict:
     model.to(device).train()
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if settings.precision == "bf16" else None
 
-    # --- optimiser: AdamW, no decay on biases / LayerNorm; linear warm-up then linear decay ---------
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=settings.lr,
-        fused=True,  # one kernel for the whole update (CPU and CUDA): less per-step overhead
-    )
-    batches_per_epoch = math.ceil(len(train_features) / settings.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = int(settings.warmup * total_steps) if settings.warmup < 1 else int(settings.warmup)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    params, optimizer, scheduler = adamw_with_schedule(model, settings, len(train_features))
 
     # --- output directory: tokenizer and task description now, weights at the best epoch ---------
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,11 +213,7 @@ def finetune(settings: FinetuneSettings) -> dict:
             best_value = entry["eval"][main_metric] if eval_examples else -math.inf
             stale_epochs = 0
             record["best_epoch"], record["best"] = epoch, entry.get("eval")
-            save_pretrained(model, out_dir)
-            if entry.get("eval", {}).get("confusion_matrix") is not None:
-                from training.metrics.classification import plot_confusion_matrix
-
-                plot_confusion_matrix(entry["eval"]["confusion_matrix"], labels, out_dir / "confusion_matrix.png")
+            save_best_model(model, out_dir, entry, labels)
         else:
             stale_epochs += 1
         record["train_seconds"] = time.perf_counter() - started
