@@ -85,7 +85,7 @@ def hard_label_loss(
     if not bool(labelled.any()):
         return student.logits.sum() * 0.0  # a batch of teacher-labelled texts only: no hard loss
     kept = type(student)(logits=student.logits[labelled])  # (b, L): classification, the only --unlabeled task
-    return task_loss(head, problem_type, kept, targets, attention_mask[labelled])
+    return task_loss(head, problem_type, kept, targets)  # sequence-level: no attention mask needed
 
 
 def ner_token_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -71,3 +71,15 @@ def test_qa_distils_without_a_cache(qa_teacher, data_dir, tmp_path):
     )  # fmt: skip
     assert record["teacher_cache"]["used"] is False and not (out / "teacher-cache").exists()
     assert record["student"]["initialisation"]["layer_map"] == [3] and "f1" in record["student_eval"]
+
+
+def test_unlabeled_texts_join_training_with_the_kd_loss_only(classify_teacher, data_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the film was good\n\nthe plot was awful\na really nice movie\n")
+    out = tmp_path / "student"
+    record = _distill(
+        "classify", classify_teacher, data_dir / "sst2-train.tsv", out, "--student-layers", "1",
+        "--unlabeled", str(texts), "--alpha", "0.3",
+    )  # fmt: skip
+    assert record["unlabeled_examples"] == 3 and record["losses"]["alpha"] == 0.3
+    assert json.loads((out / "metrics.json").read_text())["unlabeled_examples"] == 3
