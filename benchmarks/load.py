@@ -83,12 +83,12 @@ def request_body(endpoint: str, item, model: str | None) -> dict:
 
 
 def scrape(client: httpx.Client, url: str) -> dict[str, float]:
-    """Sum the batch counters of all models: {sequences, batches, real_tokens, padded_tokens}."""
+    """Sum the batch counters of all models: sequences, batches, real and padded tokens, batch seconds."""
     try:
         text = client.get(url + "/metrics", timeout=5).text
     except httpx.HTTPError:
         return {}
-    totals = {"sequences": 0.0, "batches": 0.0, "real_tokens": 0.0, "padded_tokens": 0.0}
+    totals = {"sequences": 0.0, "batches": 0.0, "real_tokens": 0.0, "padded_tokens": 0.0, "batch_seconds": 0.0}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -99,6 +99,7 @@ def scrape(client: httpx.Client, url: str) -> dict[str, float]:
             "bertkit_batch_size_count": "batches",
             "bertkit_real_tokens_total": "real_tokens",
             "bertkit_padded_tokens_total": "padded_tokens",
+            "bertkit_inference_seconds_sum": "batch_seconds",
         }.get(metric)
         if key:
             totals[key] += float(value)
@@ -120,7 +121,7 @@ class RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, timeout: float) -> tuple[int, dict[str, str]]:
         for attempt in range(2):  # a kept-alive connection the server closed is reopened once
             fresh = self.writer is None
             try:
@@ -138,17 +139,17 @@ class RawConnection:
                     raise RawHttpError(type(err).__name__) from err
         raise RawHttpError("unreachable")
 
-    async def _response(self) -> tuple[int, bytes]:
+    async def _response(self) -> tuple[int, dict[str, str]]:
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
             raise RawHttpError(f"bad status line {lines[0]!r}")
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        await self.reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             self.close()
-        return int(parts[1]), body
+        return int(parts[1]), headers
 
     def close(self) -> None:
         if self.writer is not None:
@@ -163,6 +164,8 @@ class RawConnection:
 class LoadResult:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     statuses: dict[str, int] = field(default_factory=dict)  # "200", "429", "ConnectError", ...
+    missing_retry_after: int = 0  # 429s without a Retry-After header
+    client_cpu_s: float = 0.0  # CPU seconds of the generator's own process over the run
     sent_items: list = field(default_factory=list)  # inputs of successful requests, for FLOP counting
     wall: float = 0.0
 
@@ -179,6 +182,9 @@ class LoadResult:
             "errors": {k: v for k, v in self.statuses.items() if k != "200"},
             "wall_s": round(self.wall, 3),
             "throughput_rps": round(ok / self.wall, 2) if self.wall else 0.0,
+            "refused_429_rps": round(self.statuses.get("429", 0) / self.wall, 2) if self.wall else 0.0,
+            "missing_retry_after": self.missing_retry_after,
+            "client_cpu_share": round(self.client_cpu_s / self.wall, 3) if self.wall else 0.0,
             "p50_ms": pct(50),
             "p95_ms": pct(95),
             "p99_ms": pct(99),
@@ -198,14 +204,21 @@ async def run_load(
     seed: int = 0,
     body_fn=request_body,
     client: str = "raw",
+    honor_retry_after: bool = False,
 ) -> LoadResult:
-    """Send requests until `max_requests` are sent or `max_seconds` pass; return latencies and statuses."""
+    """Send requests until `max_requests` are sent or `max_seconds` pass; return latencies and statuses.
+
+    Latencies are of the answered (200) requests. A client refused with 429 sends its next request
+    at once, like wrk, or with `honor_retry_after` only after the Retry-After seconds, as a load
+    balancer or a well-behaved client does.
+    """
     host = urlparse(url).hostname or ""
     if host not in LOOPBACK and f"[{host}]" not in LOOPBACK:
         raise ValueError(f"load tests only target loopback addresses, not {host!r}")
     rng = random.Random(seed)
     result = LoadResult()
     sent = 0
+    cpu_start = time.process_time()
     start = time.perf_counter()
     deadline = start + max_seconds
     limits = httpx.Limits(
@@ -215,34 +228,42 @@ async def run_load(
     parsed = urlparse(url)
     idle: list[RawConnection] = []  # raw client: connections not in use
 
-    async def send_raw(item) -> str:
+    async def send_raw(item) -> tuple[str, str | None]:
+        """(status or error name, Retry-After header or None)."""
         conn = idle.pop() if idle else RawConnection(parsed.hostname, parsed.port or 80)
         try:
-            status, _ = await conn.post(path, json.dumps(body_fn(path, item, model)).encode(), timeout)
+            status, headers = await conn.post(path, json.dumps(body_fn(path, item, model)).encode(), timeout)
         except (RawHttpError, TimeoutError) as err:
             conn.close()
-            return str(err) or type(err).__name__
+            return str(err) or type(err).__name__, None
         idle.append(conn)
-        return str(status)
+        return str(status), headers.get("retry-after")
 
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
 
-        async def send_httpx(item) -> str:
+        async def send_httpx(item) -> tuple[str, str | None]:
             try:
                 r = await http.post(url + path, json=body_fn(path, item, model))
-                return str(r.status_code)
+                return str(r.status_code), r.headers.get("retry-after")
             except httpx.HTTPError as err:
-                return type(err).__name__
+                return type(err).__name__, None
 
         send = send_raw if client == "raw" else send_httpx
 
-        async def one(item) -> None:
+        async def one(item) -> float:
+            """Send one request; the seconds to wait before the next (Retry-After when honoured)."""
             t0 = time.perf_counter()
-            key = await send(item)
+            key, retry_after = await send(item)
             result.statuses[key] = result.statuses.get(key, 0) + 1
             if key == "200":
                 result.latencies.append(time.perf_counter() - t0)
                 result.sent_items.append(item)
+            if key == "429":
+                if retry_after is None or not retry_after.isdigit():
+                    result.missing_retry_after += 1
+                elif honor_retry_after:
+                    return float(retry_after)
+            return 0.0
 
         def take():
             nonlocal sent
@@ -261,12 +282,15 @@ async def run_load(
 
             async def worker():
                 while (item := take()) is not None:
-                    await one(item)
+                    pause = await one(item)
+                    if pause:
+                        await asyncio.sleep(min(pause, max(0.0, deadline - time.perf_counter())))
 
             await asyncio.gather(*(worker() for _ in range(concurrency or 1)))
     for conn in idle:
         conn.close()
     result.wall = time.perf_counter() - start
+    result.client_cpu_s = time.process_time() - cpu_start
     return result
 
 
@@ -280,6 +304,7 @@ def measure(url: str, path: str, items: list, **kwargs) -> tuple[dict, LoadResul
     if before and after and after["batches"] > before["batches"]:
         d = {k: after[k] - before[k] for k in before}
         summary["server_mean_batch_size"] = round(d["sequences"] / d["batches"], 2)
+        summary["server_mean_batch_ms"] = round(1000 * d["batch_seconds"] / d["batches"], 2)
         summary["server_padding_ratio"] = (
             round(1 - d["real_tokens"] / d["padded_tokens"], 3) if d["padded_tokens"] else 0
         )
@@ -301,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="stop after this many requests")
     parser.add_argument("--duration", type=float, default=30.0, help="stop after this many seconds")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="HTTP client of the generator")
+    parser.add_argument(
+        "--honor-retry-after", action="store_true", help="after a 429 wait Retry-After seconds (default: retry at once)"
+    )
     parser.add_argument("--out", help="write the summary JSON here")
     args = parser.parse_args(argv)
     try:
@@ -317,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             max_seconds=args.duration,
             model=args.model,
             client=args.client,
+            honor_retry_after=args.honor_retry_after,
         )
     except (OSError, ValueError, KeyError) as err:
         print(f"load: error: {err}", file=sys.stderr)

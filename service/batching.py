@@ -26,13 +26,15 @@ batch costs `overhead_tokens + longest x size`. For a new request:
 where N and T are the sequences and (unpadded) tokens queued or reserved by admitted requests that
 are still being tokenized, `padding` is the exponentially weighted padded/real tokens of recent
 batches and `rate` their weighted work per second of one backend thread (`prior_tokens_per_s`
-before the first batch). A request is refused when wait > max_queue_ms, with Retry-After = the
-seconds until enough of that work has run. Only the work *ahead* counts, not the request's own:
-a request of many inputs passes the same test as a one-input one, so a stream of small requests
-cannot starve it, and once admitted it keeps its place (FIFO). The request's own sequences then run
-after what was ahead, so a one-input request waits at most max_queue_ms plus the rest of the batch
-running when it arrived (if the estimate holds). `admit` takes this decision before the caller
-spends any tokenization, holding a reservation of the estimated size until `submit`.
+before the first batch), or, when lower, the rate at which the queue was seen to drain in the last
+seconds (`DrainRate`: the backend threads share cores with the rest of the process). A request is
+refused when wait > max_queue_ms, with Retry-After = the seconds until enough of that work has run.
+Only the work *ahead* counts, not the request's own: a request of many inputs passes the same test
+as a one-input one, so a stream of small requests cannot starve it, and once admitted it keeps its
+place (FIFO). The request's own sequences then run after what was ahead, so a one-input request
+waits at most max_queue_ms plus the rest of the batch running when it arrived (if the estimate
+holds). `admit` takes this decision before the caller spends any tokenization, holding a
+reservation of the estimated size until `submit`.
 """
 
 from __future__ import annotations
@@ -184,6 +186,45 @@ class Throughput:
         return max(1.0, self.padded / self.real)
 
 
+class DrainRate:
+    """Work the backends actually finish per wall-clock second while the queue is never empty.
+
+    `Throughput` times each batch on its own thread; `workers x` that rate assumes every backend
+    thread has a core to itself. When the event loop, the tokenizers or other processes take CPU
+    (a 2-core machine under a burst of connections), the threads share cores and the queue drains
+    slower than that: the wait was underestimated by up to 1.5x (accepted p99 1.8 s for a 1 s
+    max_queue_ms). This measures the drain directly: work completed over wall time, in windows of
+    at least `window_s` during which the queue stayed backlogged, weighted exponentially. A window
+    ends early (and is not counted) when the queue runs dry; samples older than `stale_s` are
+    forgotten, since they describe a load that is gone.
+    """
+
+    def __init__(self, window_s: float = 0.5, weight: float = 0.3, stale_s: float = 10.0):
+        self.window_s, self.weight, self.stale_s = window_s, weight, stale_s
+        self.rate: float | None = None  # tokens of work per second, all backends together
+        self.sampled_at = -math.inf
+        self._start: float | None = None  # the current backlogged window
+        self._work = 0.0
+
+    def completed(self, work: float, now: float, backlogged: bool) -> None:
+        """A batch of `work` finished at `now`; `backlogged`: more work was waiting when it did."""
+        if self._start is None:
+            self._start, self._work = now, 0.0  # the window starts at the first completion seen
+        else:
+            self._work += work
+            if now - self._start >= self.window_s:
+                sample = self._work / (now - self._start)
+                fresh = self.rate is not None and now - self.sampled_at <= self.stale_s
+                self.rate = sample if not fresh else self.rate + self.weight * (sample - self.rate)
+                self.sampled_at = now
+                self._start, self._work = now, 0.0
+        if not backlogged:
+            self._start = None  # idle time ahead: the next window starts at the next completion
+
+    def current(self, now: float) -> float | None:
+        return self.rate if self.rate is not None and now - self.sampled_at <= self.stale_s else None
+
+
 def padded_cost(lengths: Sequence[int]) -> int:
     """Tokens the backend pays for a batch: every row is padded to the longest."""
     return max(lengths) * len(lengths) if lengths else 0
@@ -266,6 +307,7 @@ class Batcher:
         self._stopped = False
         self._seq = itertools.count()
         self._throughput = Throughput(self.config.prior_tokens_per_s)
+        self._drain = DrainRate()
         if self.config.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.config.workers}")
         self._scheduler = threading.Thread(target=self._schedule_loop, name=f"batcher-{name}", daemon=True)
@@ -330,6 +372,18 @@ class Batcher:
             self._queued_tokens += tokens
             self._cond.notify_all()
         return futures
+
+    def refusal(self) -> QueueFullError | None:
+        """The QueueFullError `admit` would raise now for any request (the work queued ahead is over
+        max_queue_ms), else None. Read without reserving: a fast refusal before the body is parsed."""
+        with self._cond:
+            if self._closing:
+                return None  # `admit` answers that one (503)
+            try:
+                self._check_wait_locked()
+            except QueueFullError as err:
+                return err
+        return None
 
     @property
     def estimated_wait_s(self) -> float:
@@ -421,7 +475,9 @@ class Batcher:
         return self._work_locked(entries, tokens) + self._next_work
 
     def _seconds_locked(self, work: float) -> float:
-        return work / (self.config.workers * self._throughput.tokens_per_s)  # every backend thread busy
+        rate = self.config.workers * self._throughput.tokens_per_s  # every backend thread on its own core
+        drained = self._drain.current(self._clock())
+        return work / (min(rate, drained) if drained else rate)
 
     def _check_wait_locked(self) -> None:
         cfg = self.config
@@ -588,6 +644,8 @@ class Batcher:
         padded = padded_cost(lengths)
         with self._cond:
             self._throughput.observe(self.config.overhead_tokens + padded, run_seconds, padded, sum(lengths))
+            backlogged = self._queued_entries > 0 or self._next is not None
+            self._drain.completed(self.config.overhead_tokens + padded, self._clock(), backlogged)
         self.observer.on_batch(
             BatchStats(
                 size=len(live),

@@ -6,9 +6,7 @@ lets in-flight requests finish (uvicorn drains connections), then stops the batc
 
 from __future__ import annotations
 
-import contextvars
 import inspect
-import json
 import logging
 import random
 import re
@@ -25,13 +23,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.asgi import error_json, header, request_id_var, send_json
 from service.config import ServiceSettings
 from service.errors import ApiError, ClientGoneError
+from service.overload_gate import ENDPOINT_KEY, OverloadGateMiddleware
 from service.routes import ops, tasks
 from service.state import AppState, BundleRefusedError
 
 log = logging.getLogger("service")
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 STATIC_DIR = Path(__file__).parent / "static"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -60,22 +59,6 @@ def configure_logging(level: str) -> None:
 # --- ASGI middleware -----------------------------------------------------------------------------
 
 
-def _error_json(status: int, type_: str, message: str, details=None) -> dict:
-    return {"error": {"type": type_, "message": message, "details": details, "request_id": request_id_var.get()}}
-
-
-async def _send_json(send, status: int, payload: dict) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope, name: bytes, default: bytes | None = None) -> bytes | None:
-    """The first value of header `name` (lower case) in an ASGI scope, without building a dict."""
-    return next((value for key, value in scope.get("headers") or () if key == name), default)
-
-
 class RequestContextMiddleware:
     """Request id (X-Request-ID in, or a new one) on the response and in logs; metrics; access log.
 
@@ -92,7 +75,7 @@ class RequestContextMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        incoming = _header(scope, b"x-request-id", b"").decode("latin-1")
+        incoming = header(scope, b"x-request-id", b"").decode("latin-1")
         # 64 random bits name a request well enough; uuid4 reads os.urandom, a system call per request
         request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
         token = request_id_var.set(request_id)
@@ -120,7 +103,7 @@ class RequestContextMiddleware:
             if status is None:
                 status = ClientGoneError.status if client_gone else 500
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "other"
+            endpoint = getattr(route, "path", None) or scope.get(ENDPOINT_KEY) or "other"
             elapsed = time.perf_counter() - start
             self.state.metrics.requests.labels(endpoint, str(status)).inc()
             self.state.metrics.request_seconds.labels(endpoint).observe(elapsed)
@@ -137,12 +120,12 @@ class BodyGuardMiddleware:
 
     async def _refuse(self, send, size: str) -> None:
         message = f"the body is {size} bytes; the limit is {self.limit} bytes"
-        await _send_json(send, 413, _error_json(413, "payload_too_large", message))
+        await send_json(send, 413, error_json("payload_too_large", message))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send, declared.decode())
         chunks, size, more = [], 0, True
@@ -160,8 +143,8 @@ class BodyGuardMiddleware:
             body.decode("utf-8")
         except UnicodeDecodeError as err:
             reason = f"the body is not valid UTF-8 (byte {body[err.start]:#04x} at position {err.start})"
-            error = _error_json(422, "validation_error", reason, [{"field": "body", "reason": reason}])
-            return await _send_json(send, 422, error)
+            error = error_json("validation_error", reason, [{"field": "body", "reason": reason}])
+            return await send_json(send, 422, error)
         replayed = False
 
         async def replay():
@@ -188,7 +171,7 @@ def _field_name(loc) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return JSONResponse(_error_json(err.status, err.type, err.message, err.details), err.status, err.headers)
+        return JSONResponse(error_json(err.type, err.message, err.details), err.status, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
@@ -208,14 +191,14 @@ def install_error_handlers(app: FastAPI) -> None:
                 seen.add((d["field"], d["reason"]))
                 unique.append(d)
         message = "; ".join(f"{d['field']}: {d['reason']}" for d in unique[:5])
-        return JSONResponse(_error_json(422, "validation_error", message, unique), 422)
+        return JSONResponse(error_json("validation_error", message, unique), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
         kinds = {404: "not_found", 405: "method_not_allowed"}
         message = {404: f"no route {request.url.path}; see /docs"}.get(err.status_code, str(err.detail))
         return JSONResponse(
-            _error_json(err.status_code, kinds.get(err.status_code, "http_error"), message),
+            error_json(kinds.get(err.status_code, "http_error"), message),
             err.status_code,
             getattr(err, "headers", None),
         )
@@ -224,7 +207,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def server_fault(request: Request, err: Exception):
         log.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse(
-            _error_json(500, "internal_error", "internal server error; the request id is in the server log"), 500
+            error_json("internal_error", "internal server error; the request id is in the server log"), 500
         )
 
 
@@ -310,6 +293,7 @@ def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Request-Timeout"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(OverloadGateMiddleware, state=state)  # inside BodyGuard: sees a whole, bounded body
     app.add_middleware(BodyGuardMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, state=state)
     return app

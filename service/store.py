@@ -208,6 +208,15 @@ class Registry:
         served = self._loaded.get(name)
         return served.engine if served else None
 
+    def loaded_for(self, task: str, name: str | None) -> ModelEngine | None:
+        """The loaded engine a request to `task`'s endpoint for model `name` (None: the default) would
+        use, without loading, waiting or touching the LRU order; None when it is not loaded or not
+        that task's (the request then takes the full path, which says why)."""
+        served = self._loaded.get(name if name is not None else self.defaults.get(task, ""))
+        if served is None or served.retired or served.engine.task != task:
+            return None
+        return served.engine
+
     def add(self, engine: ModelEngine) -> None:
         """Pin a bundle loaded at start: never unloaded, not counted against the store's limits."""
         if engine.name in self._loaded:

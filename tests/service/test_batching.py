@@ -373,6 +373,49 @@ def test_accepted_requests_queue_at_most_max_queue_ms_plus_one_batch_under_overl
     assert sorted(times.seconds)[len(times.seconds) // 2] > 0.08  # the budget was used, not refused early
 
 
+def test_drain_rate_is_work_per_wall_second_over_backlogged_windows():
+    from service.batching import DrainRate
+
+    drain = DrainRate(window_s=0.5, weight=0.5, stale_s=10)
+    drain.completed(100, now=0.0, backlogged=True)  # opens the window
+    drain.completed(100, now=0.25, backlogged=True)
+    assert drain.current(0.25) is None  # the window is not long enough yet
+    drain.completed(100, now=0.5, backlogged=True)
+    assert drain.current(0.5) == 400  # 200 tokens of work in 0.5 s
+    drain.completed(300, now=1.0, backlogged=False)  # 600/s, then the queue ran dry
+    assert drain.current(1.0) == pytest.approx(500)  # weighted half and half
+    drain.completed(1000, now=5.0, backlogged=True)  # after idle time: opens a new window, no sample
+    assert drain.current(5.0) == pytest.approx(500)
+    assert drain.current(11.5) is None  # stale: the load it described is gone
+
+
+class GapAfterEachBatch(QueueTimes):
+    """Holds the backend thread after each batch, outside the timed run: as a thread that waits for a
+    core (or the GIL) between batches, which per-batch timing cannot see."""
+
+    def on_batch(self, stats):
+        super().on_batch(stats)
+        time.sleep(BATCH_S)
+
+
+def test_the_wait_bound_holds_when_threads_lose_time_between_batches(fake_backend_cls):
+    times = GapAfterEachBatch()
+    config = BatchingConfig(max_batch_size=4, overhead_tokens=0, max_queue_ms=150, prior_tokens_per_s=2000)
+    batcher = Batcher(fake_backend_cls(delay=BATCH_S), config, observer=times)
+    stop, accepted, refused = threading.Event(), [], []
+    offer = threading.Thread(target=_offer, args=(batcher, stop, 0.0025, accepted, refused))  # 400/s for 100/s
+    offer.start()
+    time.sleep(2.5)
+    stop.set()
+    offer.join()
+    [f.result(5) for f in accepted]
+    batcher.close(2)
+    settled = times.seconds[len(times.seconds) // 2 :]  # admitted after the first drain-rate windows
+    slack = 0.03  # thread wake-ups on a shared machine
+    # Per-batch timing alone predicts half the real wait: accepted requests would queue ~300 ms.
+    assert max(settled) <= 0.150 + 2 * BATCH_S + slack, max(settled)
+
+
 def test_a_large_request_is_admitted_under_a_stream_of_small_ones(fake_backend_cls):
     # Small requests arrive at 1.5x capacity and keep the queue at its 150 ms budget. The large
     # request (40 sequences, 200 ms of work on its own) passes the same test as a small one, the

@@ -1,0 +1,25 @@
+"""What the raw ASGI middlewares share: the request id of the running request and JSON answers."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def error_json(type_: str, message: str, details=None) -> dict:
+    """The body of every error answer: {"error": {type, message, details, request_id}}."""
+    return {"error": {"type": type_, "message": message, "details": details, "request_id": request_id_var.get()}}
+
+
+async def send_json(send, status: int, payload: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = json.dumps(payload).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes, default: bytes | None = None) -> bytes | None:
+    """The first value of header `name` (lower case) in an ASGI scope, without building a dict."""
+    return next((value for key, value in scope.get("headers") or () if key == name), default)

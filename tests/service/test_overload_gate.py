@@ -1,0 +1,110 @@
+"""The overload gate: 429 for an overloaded model before FastAPI parses the request; everything else
+(another model, a model not loaded, a wrong API key, a body it cannot read) goes on to the app."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+
+import httpx
+import pytest
+
+from service.main import create_app
+from service.overload_gate import model_named
+from tests.service.conftest import make_settings
+
+BUSY, OTHER = "tiny-sequence-classification", "tiny-cls-int8"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"inputs": "a"}', (True, None)),
+        (b'{"inputs": "a", "model": null}', (True, None)),
+        (b'{"model" : "tiny-cls-int8", "inputs": ["a"]}', (True, "tiny-cls-int8")),
+        (b'{"model": "we\\"ird\\u00e9", "inputs": "a"}', (True, 'we"ird\u00e9')),
+        (b'{"model": "a", "inputs": {"model": "b"}}', (False, None)),  # two candidates: the app decides
+        (b'{"model": "bad \\x escape"}', (False, None)),
+    ],
+)
+def test_model_named_reads_the_model_without_parsing_the_body(body, expected):
+    assert model_named(body) == expected
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_gate_refuses_the_overloaded_model_before_the_route_and_lets_the_rest_through(tiny_bundles):
+    bundles = [tiny_bundles["sequence-classification"], tiny_bundles["int8"]]
+    settings = make_settings(bundles, warmup=False, backend_workers=1, max_queue_ms=1, api_key="s3cret")
+    app = create_app(settings)
+    auth = {"Authorization": "Bearer s3cret"}
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            state = app.state.bertkit
+            engine = state.registry.engines[BUSY]
+            started, release = threading.Event(), threading.Event()
+            real_run = engine.batcher.backend.run
+
+            def held(batch):
+                started.set()
+                release.wait(10)
+                return real_run(batch)
+
+            engine.batcher.backend.run = held
+            routed = []  # every request that reached a route's registry lookup
+            real_use = state.registry.use
+
+            def counting_use(task, name):
+                routed.append(name)
+                return real_use(task, name)
+
+            state.registry.use = counting_use
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30, headers=auth) as c:
+                running = asyncio.create_task(c.post("/v1/classify", json={"inputs": "runs first"}))
+                await _until(started.is_set)
+                queued = asyncio.create_task(c.post("/v1/classify", json={"inputs": "waits its turn"}))
+                await _until(lambda: engine.batcher.queued[0] == 1)
+                assert engine.batcher.refusal() is not None
+                before = len(routed)
+                refused = [
+                    await c.post("/v1/classify", json={"inputs": "a"}),
+                    await c.post("/v1/classify", json={"inputs": ["a"] * 5, "model": BUSY}),
+                ]
+                assert len(routed) == before  # refused by the gate: no route ran
+                answers = {
+                    "other model": await c.post("/v1/classify", json={"inputs": "fine", "model": OTHER}),
+                    "unknown model": await c.post("/v1/classify", json={"inputs": "a", "model": "nope"}),
+                    "wrong key": await c.post(
+                        "/v1/classify", json={"inputs": "a"}, headers={"Authorization": "Bearer wrong"}
+                    ),
+                    "invalid body": await c.post("/v1/classify", json={"inputs": 3, "model": OTHER}),
+                }
+                assert len(routed) == before + 2  # the other model and the unknown one reached the route
+                release.set()
+                metrics = (await c.get("/metrics")).text
+                return refused, answers, await running, await queued, metrics
+
+    refused, answers, running, queued, metrics = asyncio.run(scenario())
+    assert running.status_code == queued.status_code == 200
+    for r in refused:
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        error = r.json()["error"]
+        assert error["type"] == "queue_full" and "max_queue_ms" in error["message"]
+        assert error["request_id"] == r.headers["x-request-id"]
+    assert answers["other model"].status_code == 200
+    assert answers["unknown model"].status_code == 404
+    assert answers["wrong key"].status_code == 401
+    assert answers["invalid body"].status_code == 422  # validation is the app's
+    counted = re.search(r'^bertkit_requests_total\{endpoint="/v1/classify",status="429"\} (\S+)$', metrics, re.M)
+    assert counted and float(counted.group(1)) == 2
+    rejected = re.search(rf'^bertkit_rejected_requests_total\{{model="{BUSY}"\}} (\S+)$', metrics, re.M)
+    assert rejected and float(rejected.group(1)) == 2
