@@ -291,7 +291,7 @@ def main() -> int:
         ("ours, static dupe_factor 1, 1 worker", "ours", inputs, {"dupe_factor": 1, "workers": 1}),
         ("ours, static dupe_factor 5, 2 workers", "ours", inputs, {"dupe_factor": 5, "workers": 2}),
         ("ours, static dupe_factor 1, 2 workers, whole-word", "ours", inputs,
-         {"dupe_factor": 1, "workers": 2, "whole_word_mask": True}),
+         {"dupe_factor": 1, "workers": 2, "masking": "whole-word"}),
         (f"original recipe (pure Python, slow tokenizer), {args.baseline_file}, dupe_factor 1", "baseline",
          [str(corpus / args.baseline_file)], {"dupe_factor": 1}),
     ]  # fmt: skip

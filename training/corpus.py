@@ -3,6 +3,8 @@
 Formats (`fmt`):
 - `bert`: the original BERT `create_pretraining_data.py` input: one sentence per line, a blank
   line between documents.
+- `lines`: one document per line (a task's texts, one per line), cut into sentences by
+  `split_sentences`; blank lines are skipped.
 - `text`: plain text; blank lines separate documents, lines inside a document are joined and
   cut into sentences by `split_sentences` (English `. ! ?` and Chinese `。！？`).
 - `jsonl`: one JSON object per line; its `text_field` holds one document, cut into sentences
@@ -24,7 +26,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-FORMATS = ("auto", "bert", "text", "jsonl")
+FORMATS = ("auto", "bert", "lines", "text", "jsonl")
 
 Document = list[str]
 
@@ -224,6 +226,14 @@ def read_plain_text(path: str | Path, on_bytes: OnBytes | None = None) -> Iterat
             yield doc
 
 
+def read_lines(path: str | Path, on_bytes: OnBytes | None = None) -> Iterator[Document]:
+    """One document per non-blank line, cut into sentences."""
+    for _, line in _lines(Path(path), on_bytes):
+        doc = split_sentences(line)
+        if doc:
+            yield doc
+
+
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape them; UTF-8 and the tokenizer cannot hold them
 
 
@@ -264,6 +274,8 @@ def read_documents(
         fmt = detect_format(path)
     if fmt == "bert":
         return read_bert_format(path, on_bytes)
+    if fmt == "lines":
+        return read_lines(path, on_bytes)
     if fmt == "text":
         return read_plain_text(path, on_bytes)
     return read_jsonl(path, text_field, on_bytes)

@@ -53,10 +53,12 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if not records:
             continue
         steps = [r["step"] for r in records]
-        for key, color in (("mlm_loss", "tab:blue"), ("nsp_loss", "tab:orange")):
-            loss_ax.plot(steps, [r[key] for r in records], style, color=color, label=f"{split} {key}", markersize=3)
-        for key, color in (("mlm_acc", "tab:blue"), ("nsp_acc", "tab:orange")):
-            acc_ax.plot(steps, [r[key] for r in records], style, color=color, label=f"{split} {key}", markersize=3)
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+            # the pair head's curve is nsp_* or sop_* by objective, and absent for MLM only
+            for head, color in (("mlm", "tab:blue"), ("nsp", "tab:orange"), ("sop", "tab:orange")):
+                key = f"{head}_{metric}"
+                if key in records[0]:
+                    ax.plot(steps, [r[key] for r in records], style, color=color, label=f"{split} {key}", markersize=3)
     loss_ax.set(title="loss", xlabel="step", ylabel="cross-entropy")
     acc_ax.set(title="accuracy", xlabel="step", ylabel="accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):

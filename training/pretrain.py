@@ -1,4 +1,4 @@
-"""MLM + NSP pretraining: one CPU, one GPU, or many processes and machines through torchrun.
+"""MLM + NSP (or MLM + SOP, or MLM only) pretraining: one CPU, one GPU, or many processes and machines via torchrun.
 
     bert pretrain --model-config mini --data data/train --eval-data data/heldout --out runs/mini \
         --max-steps 10000 --batch-size 32
@@ -14,6 +14,10 @@ r, r + world, ... of that batch. The loss is L = L_MLM + L_NSP where L_MLM is th
 cross-entropy over every masked token of the global batch and L_NSP the mean over its
 sequences, so the gradient is the same however the batch is split over processes and
 micro-batches. The vocabulary projection runs only at the masked positions.
+
+The objective is the data's (`bert data pretraining --objective`): `mlm+nsp` as above; `mlm+sop`
+trains the same 2-class head on sentence order (logged as sop_loss, sop_acc); `mlm` has L = L_MLM,
+and the pooler and NSP head are frozen and saved as they were loaded or initialised.
 
 Run directory: run.json (settings, device, precision, world size), metrics.jsonl (train and
 eval records), checkpoints/step-XXXXXXXX/ (see `training/checkpointing.py`), model/ (the final
@@ -65,6 +69,11 @@ def train(settings: PretrainSettings) -> int:
         eval_data = open_pretraining_data(settings.eval_data) if settings.eval_data else None
         if eval_data is not None and eval_data.manifest.get("vocab_size") != data.manifest.get("vocab_size"):
             raise ValueError("--eval-data was built with a different vocabulary than --data")
+        if eval_data is not None and eval_data.objective != data.objective:
+            raise ValueError(
+                f"--eval-data was built for the {eval_data.objective} objective and --data for {data.objective}; "
+                "build both with the same `bert data pretraining --objective`"
+            )
         resume_from = checkpointing.latest_checkpoint(ckpt_root) if settings.resume else None
         if settings.resume and resume_from is None and info.is_main:
             log.warning("--resume: no checkpoint in %s yet, starting from step 0", ckpt_root)
@@ -79,6 +88,9 @@ def train(settings: PretrainSettings) -> int:
         else:
             model = build_pretraining_model(settings, int(data.manifest["vocab_size"]), data.max_seq_len)
         model.to(device).train()
+        if data.objective == "mlm":  # no pair loss: keep the pooler and NSP head out of training (and of DDP)
+            for module in (model.bert.pooler, model.nsp):
+                module.requires_grad_(False)
         raw_model = model
         optimizer = build_optimizer(model, settings.lr, settings.weight_decay, fused=kind in ("cpu", "cuda"))
         warmup = int(settings.warmup * settings.max_steps) if settings.warmup < 1 else int(settings.warmup)
@@ -152,7 +164,7 @@ def train(settings: PretrainSettings) -> int:
 
                 if step % settings.log_every == 0 or step == settings.max_steps:
                     elapsed = time.perf_counter() - window_start
-                    record = summarise(distributed.all_reduce_sum(window))
+                    record = summarise(distributed.all_reduce_sum(window), data.objective)
                     record |= {"tokens_per_s": record.pop("tokens") / elapsed, "lr": scheduler.get_last_lr()[0]}
                     record["elapsed_s"] = time.perf_counter() - run_start
                     metrics.write({"step": step, "split": "train", "epoch": position[0], **record})
@@ -167,8 +179,8 @@ def train(settings: PretrainSettings) -> int:
                     result.pop("tokens")
                     metrics.write({"step": step, "split": "eval", **result})
                     if info.is_main:
-                        bar.write(f"step {step}: eval mlm_acc {result['mlm_acc']:.4f} "
-                                  f"nsp_acc {result['nsp_acc']:.4f} perplexity {result['perplexity']:.2f}")  # fmt: skip
+                        accuracies = " ".join(f"{k} {v:.4f}" for k, v in result.items() if k.endswith("_acc"))
+                        bar.write(f"step {step}: eval {accuracies} perplexity {result['perplexity']:.2f}")
                 if _stop_requested(stop, info, device):
                     interrupted = True
                     break

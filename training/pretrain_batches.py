@@ -32,8 +32,9 @@ def to_tensors(batch: dict[str, np.ndarray], pin: bool) -> dict[str, torch.Tenso
         "attention_mask": batch["attention_mask"],
         "mlm_positions": positions,
         "mlm_targets": labels[positions],
-        "nsp_labels": batch["nsp_labels"],
     }
+    if "nsp_labels" in batch:  # NSP or SOP labels; `mlm` data has none
+        arrays["nsp_labels"] = batch["nsp_labels"]
     out = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)) for k, v in arrays.items()}
     return {k: v.pin_memory() for k, v in out.items()} if pin else out
 

@@ -26,7 +26,11 @@ log = logging.getLogger("bertkit.pretrain")
 def build_pretraining_model(settings: PretrainSettings, vocab_size: int, max_seq_len: int):
     from model import BertConfig, build_model, load_pretrained
 
+    torch.manual_seed(settings.seed)  # the initialisation of a new model, or of the heads --init lacks
     if settings.init:
+        # Heads the checkpoint lacks get BERT's initialisation (model/bert.py init_weights): MLM
+        # transform N(0, initializer_range) with LayerNorm 1/0, bias 0, decoder tied to the word
+        # embeddings; NSP classifier N(0, initializer_range) with bias 0; pooler likewise.
         model = load_pretrained(settings.init, head="pretraining", allow_new_heads=True)
         if model.config.vocab_size != vocab_size:
             raise ValueError(
@@ -43,7 +47,6 @@ def build_pretraining_model(settings: PretrainSettings, vocab_size: int, max_seq
         config = BertConfig.preset(name, vocab_size=vocab_size)
     if config.max_position_embeddings < max_seq_len:
         raise ValueError(f"the model covers {config.max_position_embeddings} positions, the data {max_seq_len}")
-    torch.manual_seed(settings.seed)
     return build_model(config, "pretraining")
 
 
@@ -112,7 +115,8 @@ def write_run_json(out, settings, choice, precision, info, model, data, resume_f
         "world_size": info.world_size,
         "model_config": model.config.to_hf_dict("BertForPreTraining"),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "data": {k: data.manifest.get(k) for k in ("max_seq_len", "vocab_size", "dynamic_masking", "seed")},
+        "data": {k: data.manifest.get(k) for k in ("max_seq_len", "vocab_size", "dynamic_masking", "seed")}
+        | {"objective": data.objective, "masking": data.masking},
         "instances": len(data),
         "starts": starts,
     }

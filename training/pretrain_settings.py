@@ -10,7 +10,9 @@ from training.device import DEVICES, PRECISIONS
 
 @dataclass
 class PretrainSettings:
-    data: str = field(metadata={"help": "prepared training data directory (`bert data pretraining`)"})
+    data: str = field(
+        metadata={"help": "prepared training data (`bert data pretraining`); the objective it was built for is trained"}
+    )
     out: str = field(metadata={"help": "run directory: checkpoints, metrics.jsonl, run.json, final model"})
     model_config: str | None = field(
         default=None,
@@ -19,7 +21,8 @@ class PretrainSettings:
     init: str | None = field(
         default=None,
         metadata={
-            "help": "start from this checkpoint directory (ours or Hugging Face); missing MLM/NSP heads are created"
+            "help": "start from this checkpoint directory (ours or Hugging Face); missing MLM/NSP heads get BERT's "
+            "initialisation from --seed, the MLM decoder tied to the word embeddings"
         },
     )
     eval_data: str | None = field(

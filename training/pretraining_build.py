@@ -1,4 +1,4 @@
-"""Build pretraining instances (MLM + NSP) from a corpus into a directory of memory-mapped numpy shards.
+"""Build pretraining instances (MLM + NSP, MLM + SOP or MLM only) from a corpus into memory-mapped numpy shards.
 
     bert data pretraining --input corpus/*.txt.gz --tokenizer tok/ --out data/ --max-seq-len 128
 
@@ -33,9 +33,9 @@ from model.tokenizer import BertTokenizer, load_tokenizer
 from model.wordpiece_fast import IdsEncoder
 from training.corpus import FORMATS, read_documents
 from training.pretraining_blocks import BlockReader, set_worker_encoder, write_block
-from training.pretraining_data import FORMAT_NAME, FORMAT_VERSION
+from training.pretraining_data import FORMAT_NAME, FORMAT_VERSION, OBJECTIVES
 from training.pretraining_instances import ShardPlan, ShardTask, build_shard
-from training.pretraining_masking import MASK_PROB
+from training.pretraining_masking import MASK_PROB, MASKINGS
 
 
 def tokenizer_fingerprint(tokenizer: BertTokenizer) -> str:
@@ -71,7 +71,8 @@ def build_pretraining_data(
     dupe_factor: int | None = None,
     dynamic_masking: bool = False,
     short_seq_prob: float = 0.1,
-    whole_word_mask: bool = False,
+    objective: str = "mlm+nsp",
+    masking: str = "token",
     seed: int = 12345,
     workers: int = 1,
     input_format: str = "auto",
@@ -86,6 +87,8 @@ def build_pretraining_data(
     """Build pretraining instances from `inputs` into `out`; returns the manifest (also in out/manifest.json).
 
     `dupe_factor` defaults to 10 for static masking (as the original) and 1 for dynamic masking.
+    `objective`: mlm+nsp | mlm+sop | mlm (see `training/pretraining_instances.py`); `masking`:
+    token | whole-word | span (see `training/pretraining_masking.py`).
     Re-running with the same settings resumes: shards already written are kept.
     """
     inputs = [Path(p) for p in inputs]
@@ -94,8 +97,12 @@ def build_pretraining_data(
         dupe_factor = 1 if dynamic_masking else 10
     _check_settings(inputs, max_seq_len, max_predictions, dupe_factor, short_seq_prob, workers, input_format)
     _check_settings_sizes(block_tokens, part_tokens)
-    if chinese_segmenter is not None and not whole_word_mask:
-        raise ValueError("--chinese-segmenter only changes whole-word masking; add --whole-word-mask")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if masking not in MASKINGS:
+        raise ValueError(f"unknown masking {masking!r}; choose one of {', '.join(MASKINGS)}")
+    if chinese_segmenter is not None and masking == "token":
+        raise ValueError("--chinese-segmenter only changes whole-word and span masking; add --masking whole-word")
     tokenizer = load_tokenizer(tokenizer_dir)
     segmenter = _load_segmenter(chinese_segmenter)
     vocab_size = tokenizer.vocab_size
@@ -110,7 +117,8 @@ def build_pretraining_data(
         "dynamic_masking": dynamic_masking,
         "short_seq_prob": short_seq_prob,
         "masked_lm_prob": MASK_PROB,
-        "whole_word_mask": whole_word_mask,
+        "objective": objective,
+        "masking": masking,
         "chinese_segmenter": chinese_segmenter,
         "seed": seed,
         "block_tokens": block_tokens,
@@ -131,13 +139,14 @@ def build_pretraining_data(
         max_predictions=max_predictions,
         short_seq_prob=short_seq_prob,
         dynamic_masking=dynamic_masking,
-        whole_word_mask=whole_word_mask,
+        masking=masking,
         seed=seed,
         vocab_size=vocab_size,
         cls_id=tokenizer.cls_id,
         sep_id=tokenizer.sep_id,
         mask_id=tokenizer.mask_id,
         token_dtype=token_dtype,
+        objective=objective,
     )
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, workers)))
     encoder = IdsEncoder(tokenizer)
@@ -151,7 +160,7 @@ def build_pretraining_data(
     try:
         documents = _documents(inputs, input_format, text_field, read_bar.update, log)
         for index, block in enumerate(reader.blocks(documents)):
-            if len(block.doc_sentences) == 1:
+            if len(block.doc_sentences) == 1 and objective == "mlm+nsp":
                 log(
                     f"warning: block {index} holds a single document; its 'random next' segments come from "
                     "the same document (as in the original recipe). Give more documents for a useful NSP task."
@@ -284,7 +293,15 @@ def _bar(enabled: bool, **kwargs):
 def _manifest(settings, fingerprint, tokenizer, plan, corpus_counts, results) -> dict:
     results = sorted(results, key=lambda r: r["name"])
     instances = sum(r["instances"] for r in results)
-    random_next = sum(r["random_next"] for r in results)
+    counts = {**corpus_counts, "instances": instances, "instance_tokens": sum(r["tokens"] for r in results)}
+    if plan.objective == "mlm+nsp":
+        counts["random_next"] = sum(r["random_next"] for r in results)
+        counts["random_next_fraction"] = round(counts["random_next"] / instances, 6) if instances else 0.0
+    elif plan.objective == "mlm+sop":
+        for key in ("swapped", "sentences_cut_for_order", "chunks_skipped_one_word"):
+            counts[key] = sum(r[key] for r in results)
+        counts["swapped_fraction"] = round(counts["swapped"] / instances, 6) if instances else 0.0
+    counts["masked_tokens"] = sum(r["masked_tokens"] for r in results)
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -297,16 +314,10 @@ def _manifest(settings, fingerprint, tokenizer, plan, corpus_counts, results) ->
         "max_seq_len": plan.max_seq_len,
         "max_predictions": plan.max_predictions,
         "dynamic_masking": plan.dynamic_masking,
-        "whole_word_mask": plan.whole_word_mask,
+        "objective": plan.objective,
+        "masking": plan.masking,
         "seed": plan.seed,
         "token_dtype": plan.token_dtype,
-        "counts": {
-            **corpus_counts,
-            "instances": instances,
-            "instance_tokens": sum(r["tokens"] for r in results),
-            "random_next": random_next,
-            "random_next_fraction": round(random_next / instances, 6) if instances else 0.0,
-            "masked_tokens": sum(r["masked_tokens"] for r in results),
-        },
+        "counts": counts,
         "shards": [{"name": r["name"], "instances": r["instances"], "tokens": r["tokens"]} for r in results],
     }

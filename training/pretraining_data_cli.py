@@ -1,7 +1,9 @@
-"""`bert data pretraining`: build MLM + NSP pretraining instances from a corpus.
+"""`bert data pretraining`: build MLM + NSP (or MLM + SOP, or MLM only) pretraining instances from a corpus.
 
     bert data pretraining --input corpus/*.txt.gz --tokenizer tok/ --out data/ \
         --max-seq-len 128 --max-predictions 20 --dupe-factor 5 --workers 2
+    bert data pretraining --input texts.txt --input-format lines --objective mlm --masking whole-word \
+        --tokenizer tok/ --out data/ --dynamic-masking
 
 Re-running the same command resumes: shards already written are kept.
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from core.args import CliError, run_single_subcommand
 from training.corpus import FORMATS
+from training.pretraining_data import OBJECTIVES
+from training.pretraining_masking import MASKINGS
 
 
 @dataclass
@@ -32,16 +36,35 @@ class PretrainingDataSettings:
         default=False, metadata={"help": "store unmasked pairs; masks are drawn at load time, new each epoch"}
     )
     short_seq_prob: float = field(default=0.1, metadata={"help": "probability of a shorter random target length"})
-    whole_word_mask: bool = field(default=False, metadata={"help": "mask all WordPiece pieces of a word together"})
+    objective: str = field(
+        default="mlm+nsp",
+        metadata={
+            "help": "mlm+nsp: sentence pairs, B next or random (BERT); mlm+sop: pairs in or out of order (ALBERT); "
+            "mlm: one segment packed with consecutive sentences, no pair labels (RoBERTa)",
+            "choices": list(OBJECTIVES),
+        },
+    )
+    masking: str = field(
+        default="token",
+        metadata={
+            "help": "token: single tokens (BERT); whole-word: all pieces of a word together; "
+            "span: spans of whole words, geometric lengths (SpanBERT)",
+            "choices": list(MASKINGS),
+        },
+    )
     chinese_segmenter: str | None = field(
         default=None,
-        metadata={"help": "word segmenter for whole-word masking of Chinese", "choices": ["jieba"]},
+        metadata={"help": "word segmenter for whole-word or span masking of Chinese", "choices": ["jieba"]},
     )
     seed: int = field(default=12345, metadata={"help": "random seed; the same seed gives byte-identical output"})
     workers: int = field(default=1, metadata={"help": "processes building instances (and tokenizer threads)"})
     input_format: str = field(
         default="auto",
-        metadata={"help": "bert: sentence per line; text: free text; jsonl: JSON lines", "choices": list(FORMATS)},
+        metadata={
+            "help": "bert: sentence per line, blank line between documents; lines: a document per line; "
+            "text: free text; jsonl: JSON lines",
+            "choices": list(FORMATS),
+        },
     )
     text_field: str = field(default="text", metadata={"help": "JSONL field that holds the document text"})
     block_tokens: int = field(
@@ -67,7 +90,8 @@ def run(settings: PretrainingDataSettings) -> int:
         dupe_factor=settings.dupe_factor,
         dynamic_masking=settings.dynamic_masking,
         short_seq_prob=settings.short_seq_prob,
-        whole_word_mask=settings.whole_word_mask,
+        objective=settings.objective,
+        masking=settings.masking,
         chinese_segmenter=settings.chinese_segmenter,
         seed=settings.seed,
         workers=settings.workers,
@@ -79,8 +103,16 @@ def run(settings: PretrainingDataSettings) -> int:
     )
     seconds = time.perf_counter() - started
     c = manifest["counts"]
+    pairs = ""
+    if "random_next_fraction" in c:
+        pairs = f", {c['random_next_fraction']:.1%} random next"
+    elif "swapped_fraction" in c:
+        pairs = (
+            f", {c['swapped_fraction']:.1%} swapped, {c['sentences_cut_for_order']:,} one-sentence chunks cut at a "
+            f"word, {c['chunks_skipped_one_word']:,} one-word chunks skipped"
+        )
     print(
-        f"{c['instances']:,} instances ({c['instance_tokens']:,} tokens, {c['random_next_fraction']:.1%} random next) "
+        f"{c['instances']:,} {settings.objective} instances ({c['instance_tokens']:,} tokens{pairs}) "
         f"from {c['documents']:,} documents / {c['corpus_tokens']:,} corpus tokens in {seconds:.1f}s "
         f"({c['corpus_tokens'] / max(seconds, 1e-9):,.0f} corpus tokens/s) -> {settings.out}"
     )

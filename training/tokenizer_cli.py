@@ -30,7 +30,10 @@ class TokenizerTrainSettings:
     limit_alphabet: int = field(default=1000, metadata={"help": "most distinct initial characters kept"})
     input_format: str = field(
         default="auto",
-        metadata={"help": "bert: sentence per line; text: free text; jsonl: JSON lines", "choices": list(FORMATS)},
+        metadata={
+            "help": "bert: sentence per line; lines: a text per line; text: free text; jsonl: JSON lines",
+            "choices": list(FORMATS),
+        },
     )
     text_field: str = field(default="text", metadata={"help": "JSONL field that holds the text"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing vocabulary in --out"})

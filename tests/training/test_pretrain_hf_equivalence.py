@@ -1,7 +1,9 @@
 """A pretraining step computes what transformers' BertForPreTraining computes on the same weights and batch.
 
 MLM projected at the masked positions only (training/pretrain_step.py) against transformers' full
-projection with -100 labels; NSP on the pooled [CLS]. Dropout off, padded batch.
+projection with -100 labels; NSP on the pooled [CLS]. Dropout off, padded batch. Each objective's
+loss: mlm+nsp and mlm+sop against BertForPreTraining with `next_sentence_label` (the NSP or the
+order labels: the same head and cross-entropy), mlm against BertForMaskedLM (MLM loss alone).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from model import BertConfig, build_model, save_pretrained
 from tests.helpers.gradients import assert_same_gradients
 from tests.helpers.tolerances import network_tolerance
 from training.pretrain_batches import to_tensors
-from training.pretrain_step import pretraining_sums
+from training.pretrain_step import batch_loss, pretraining_sums
 
 transformers = pytest.importorskip("transformers")
 
@@ -65,3 +67,32 @@ def test_pretraining_loss_and_gradients_match_transformers(tmp_path):
     tolerance = network_tolerance(config.num_hidden_layers + 1, config.intermediate_size, hf.loss.item())
     assert abs(loss.item() - hf.loss.item()) <= tolerance
     assert_same_gradients(ours, theirs)  # word embeddings: tied with the MLM decoder on both sides
+
+
+@pytest.mark.parametrize("objective", ["mlm+nsp", "mlm+sop", "mlm"])
+def test_each_objective_loss_matches_transformers(tmp_path, objective):
+    torch.manual_seed(1)
+    config = BertConfig.preset("tiny", vocab_size=211, max_position_embeddings=64)
+    ours = build_model(config, "pretraining").eval()
+    save_pretrained(ours, tmp_path)
+    batch = masked_batch(config.vocab_size)
+    if objective == "mlm+sop":
+        batch["nsp_labels"] = np.array([1, 0, 1, 1])  # 1 = the two segments are swapped
+    if objective == "mlm":
+        del batch["nsp_labels"]  # MLM-only data has no pair labels
+    tensors = to_tensors(batch, pin=False)
+    assert ("nsp_labels" in tensors) == (objective != "mlm")
+    with torch.no_grad():
+        sums = pretraining_sums(ours, tensors, "cpu", "fp32")
+        loss = batch_loss(sums, tensors["mlm_targets"].numel(), len(batch["input_ids"])).item()
+        inputs = {k: tensors[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        labels = torch.from_numpy(batch["mlm_labels"])
+        if objective == "mlm":
+            theirs = transformers.BertForMaskedLM.from_pretrained(tmp_path).eval()
+            expected = theirs(**inputs, labels=labels).loss.item()
+        else:
+            theirs = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
+            expected = theirs(**inputs, labels=labels, next_sentence_label=tensors["nsp_labels"]).loss.item()
+    assert ("nsp_loss" in sums) == (objective != "mlm")
+    # the encoder's layers and the loss over the vocabulary, each rounded by two implementations
+    assert abs(loss - expected) <= network_tolerance(config.num_hidden_layers + 1, config.intermediate_size, expected)

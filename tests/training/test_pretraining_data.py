@@ -151,7 +151,7 @@ def test_rerun_resumes_and_keeps_output(tmp_path, corpus_file, tiny_tokenizer_di
 def test_whole_word_mask_never_splits_a_word(tmp_path, tiny_tokenizer_dir, dynamic):
     corpus = make_corpus(tmp_path / "c.txt", documents=80, seed=11)
     settings = {"dynamic_masking": True} if dynamic else {"dupe_factor": 2}
-    build(corpus, tiny_tokenizer_dir, tmp_path / "out", whole_word_mask=True, **settings)
+    build(corpus, tiny_tokenizer_dir, tmp_path / "out", masking="whole-word", **settings)
     data = open_pretraining_data(tmp_path / "out")
     tok = load_tokenizer(tiny_tokenizer_dir)
     continuation = np.array([tok.id_to_token(i).startswith("##") for i in range(tok.vocab_size)])
@@ -299,7 +299,7 @@ def test_pairs_follow_the_original_algorithm():
         for sentence in document:
             unique_docs[-1].append(flat[k : k + len(sentence)])
             k += len(sentence)
-    plan = ShardPlan(24, 4, 0.3, False, False, 0, 100, 2, 3, 4, "uint16")
+    plan = ShardPlan(24, 4, 0.3, False, "token", 0, 100, 2, 3, 4, "uint16")
     got = _create_pairs(np.arange(len(documents)), np.array(sent_starts), np.array(doc_starts), plan, random.Random(9))
     want = reference_instances(unique_docs, plan, random.Random(9))
     assert len(got[0]) == len(want) > 60
@@ -395,11 +395,11 @@ def test_whole_word_mask_with_jieba_never_splits_a_chinese_word(tmp_path, chines
         words = [w for w in jieba.cut(line.replace(" ", "")) if w not in "。"]
         assert all(w in CHINESE_WORDS or w.isascii() for w in words), words  # jieba keeps our words whole
     settings = {"dynamic_masking": True} if dynamic else {"dupe_factor": 2}
-    build(corpus, tok_dir, tmp_path / "jieba", whole_word_mask=True, chinese_segmenter="jieba", **settings)
+    build(corpus, tok_dir, tmp_path / "jieba", masking="whole-word", chinese_segmenter="jieba", **settings)
     split, whole = split_words(open_pretraining_data(tmp_path / "jieba"), tok_dir)
     assert split == 0 and whole > 30
     # The check has teeth: without the segmenter every Chinese character is a word of its own.
-    build(corpus, tok_dir, tmp_path / "chars", whole_word_mask=True, **settings)
+    build(corpus, tok_dir, tmp_path / "chars", masking="whole-word", **settings)
     split, _ = split_words(open_pretraining_data(tmp_path / "chars"), tok_dir)
     assert split > 10
 
@@ -409,12 +409,12 @@ def test_chinese_segmenter_errors_are_one_line(tmp_path, corpus_file, tiny_token
 
     argv = ["pretraining", "--input", str(corpus_file), "--tokenizer", str(tiny_tokenizer_dir), "--no-progress"]
     monkeypatch.setitem(sys.modules, "jieba", None)  # as if jieba were not installed
-    code = main([*argv, "--out", str(tmp_path / "a"), "--whole-word-mask", "--chinese-segmenter", "jieba"])
+    code = main([*argv, "--out", str(tmp_path / "a"), "--masking", "whole-word", "--chinese-segmenter", "jieba"])
     err = capsys.readouterr().err
     assert code == 2 and "pip install jieba" in err and "Traceback" not in err and len(err.splitlines()) == 1
     code = main([*argv, "--out", str(tmp_path / "b"), "--chinese-segmenter", "jieba"])
     err = capsys.readouterr().err
-    assert code == 2 and "--whole-word-mask" in err and len(err.splitlines()) == 1
+    assert code == 2 and "--masking whole-word" in err and len(err.splitlines()) == 1
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line
-        main([*argv, "--out", str(tmp_path / "c"), "--whole-word-mask", "--chinese-segmenter", "thulac"])
+        main([*argv, "--out", str(tmp_path / "c"), "--masking", "whole-word", "--chinese-segmenter", "thulac"])
     assert exit_info.value.code == 2 and "invalid choice: 'thulac'" in capsys.readouterr().err
