@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.asgi import error_json, header, request_id_var, send_json
 from service.config import ServiceSettings
 from service.errors import ApiError, ClientGoneError
-from service.overload_gate import ENDPOINT_KEY, OverloadGateMiddleware
+from service.overload_gate import ENDPOINT_KEY, REFUSED_KEY, OverloadGateMiddleware, RefusalLog
 from service.routes import ops, tasks
 from service.state import AppState, BundleRefusedError
 
@@ -60,7 +60,8 @@ def configure_logging(level: str) -> None:
 
 
 class RequestContextMiddleware:
-    """Request id (X-Request-ID in, or a new one) on the response and in logs; metrics; access log.
+    """Request id (X-Request-ID in, or a new one) on the response and in logs; metrics; access log
+    (the overload gate's 429s summed per model and second, see RefusalLog).
 
     The status recorded is the one sent, except that a request whose client disconnected before the
     answer started is 499 (the answer, if any, went nowhere: uvicorn drops sends after a disconnect),
@@ -71,6 +72,7 @@ class RequestContextMiddleware:
     def __init__(self, app, state: AppState):
         self.app = app
         self.state = state
+        self.refusals = RefusalLog()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -107,7 +109,11 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             self.state.metrics.requests.labels(endpoint, str(status)).inc()
             self.state.metrics.request_seconds.labels(endpoint).observe(elapsed)
-            log.info("%s %s %d %.1fms", scope.get("method"), scope.get("path"), status, elapsed * 1000)
+            if REFUSED_KEY in scope:
+                self.refusals.note(scope[REFUSED_KEY])  # a line a second, not one per 429
+            else:
+                log.info("%s %s %d %.1fms", scope.get("method"), scope.get("path"), status, elapsed * 1000)
+                self.refusals.flush_if_due()
             request_id_var.reset(token)
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
+import time
 
 from service.asgi import error_json, header, send_json
 from service.engine import TASK_ROUTES
@@ -27,6 +29,8 @@ from service.state import AppState
 
 TASK_OF_PATH = {path: task for task, path in TASK_ROUTES.items()}
 ENDPOINT_KEY = "bertkit.endpoint"  # scope key: the route path, for metrics when no route ran
+REFUSED_KEY = "bertkit.refused"  # scope key: the model the gate refused the request for
+log = logging.getLogger("service")
 # "model": "NAME" at the top level or anywhere (a nested "model" key only makes the gate pass)
 _MODEL = re.compile(rb'"model"\s*:\s*(null|"((?:[^"\\]|\\.)*)")')
 
@@ -45,6 +49,37 @@ def model_named(body: bytes) -> tuple[bool, str | None]:
         return True, json.loads(b'"' + quoted + b'"')
     except ValueError:
         return False, None
+
+
+class RefusalLog:
+    """The gate's 429s in the log as one line per model and `every_s` seconds, not one per request:
+    under a storm of retries, a line per refusal costs the event loop as much as the refusal itself
+    and buries everything else. /metrics still counts each one."""
+
+    def __init__(self, every_s: float = 1.0, clock=time.monotonic):
+        self.every_s, self.clock = every_s, clock
+        self.counts: dict[str, int] = {}
+        self.since = clock()
+
+    def note(self, model: str) -> None:
+        if not self.counts:
+            self.since = self.clock()  # the window opens at the first refusal after a quiet spell
+        self.counts[model] = self.counts.get(model, 0) + 1
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Log the counts if `every_s` has passed (also called on answered requests, so the last
+        refusals of a burst are logged once traffic goes on)."""
+        if not self.counts:
+            return
+        now = self.clock()
+        if now - self.since < self.every_s:
+            return
+        for name, count in self.counts.items():
+            log.info(
+                "429 x %d for model %r in the last %.1fs: queued work over max_queue_ms", count, name, now - self.since
+            )
+        self.counts, self.since = {}, now
 
 
 class OverloadGateMiddleware:
@@ -69,7 +104,7 @@ class OverloadGateMiddleware:
         engine = self.state.registry.loaded_for(task, name) if readable and not self.state.draining else None
         refusal = engine.batcher.refusal() if engine is not None else None
         if refusal is not None:
-            scope[ENDPOINT_KEY] = scope["path"]
+            scope[ENDPOINT_KEY], scope[REFUSED_KEY] = scope["path"], engine.name
             self.state.metrics.rejected.labels(engine.name).inc()
             return await _send_429(send, f"{refusal}; retry later", refusal.retry_after_s)
         replayed = False

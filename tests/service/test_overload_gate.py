@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -108,3 +109,43 @@ def test_gate_refuses_the_overloaded_model_before_the_route_and_lets_the_rest_th
     assert counted and float(counted.group(1)) == 2
     rejected = re.search(rf'^bertkit_rejected_requests_total\{{model="{BUSY}"\}} (\S+)$', metrics, re.M)
     assert rejected and float(rejected.group(1)) == 2
+
+
+def test_refusals_are_logged_as_one_line_per_model_and_second():
+    from service.overload_gate import RefusalLog, log
+
+    now = [0.0]
+    refusals = RefusalLog(every_s=1.0, clock=lambda: now[0])
+    lines = []
+    log.addHandler(handler := _ListHandler(lines))
+    try:
+        for t in (0.1, 0.2, 0.5, 0.9):
+            now[0] = t
+            refusals.note("a")
+        refusals.note("b")
+        assert lines == []  # less than a second: nothing yet
+        now[0] = 1.2
+        refusals.note("a")
+        assert sorted(lines) == [  # the window opened at the first refusal, 0.1
+            "429 x 1 for model 'b' in the last 1.1s: queued work over max_queue_ms",
+            "429 x 5 for model 'a' in the last 1.1s: queued work over max_queue_ms",
+        ]
+        now[0] = 1.5
+        refusals.note("a")
+        now[0] = 2.4
+        refusals.flush_if_due()
+        assert len(lines) == 2  # the window opened at 1.5: not a second yet
+        now[0] = 2.6
+        refusals.flush_if_due()  # an answered request after the burst logs what is left
+        assert lines[-1] == "429 x 1 for model 'a' in the last 1.1s: queued work over max_queue_ms"
+    finally:
+        log.removeHandler(handler)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list):
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
