@@ -39,8 +39,9 @@ def raise_open_files(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-def serve_command(bundle: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "serve", "--bundles", str(bundle), "--port", str(port)]
+def serve_command(bundle: Path, port: int, workers: int = 1) -> list[str]:
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--bundles", str(bundle), "--port", str(port)]
+    return cmd + (["--workers", str(workers)] if workers > 1 else [])
 
 
 def verdict(point: dict, base_rps: float) -> dict:
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--seconds", type=float, default=40.0, help="per point")
     parser.add_argument("--warmup-seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="bert serve --workers (processes)")
+    parser.add_argument("--name", default="overload", help="results file name under benchmarks/results/")
     args = parser.parse_args(argv)
     bundle, data = Path(args.bundle), Path(args.data)
     if not (bundle / "bundle.json").is_file():
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        with running(serve_command(bundle, port), Path(tmp) / "serve.log", port) as live:
+        with running(serve_command(bundle, port, args.workers), Path(tmp) / "serve.log", port) as live:
             url, path = live.url, "/v1/classify"
             asyncio.run(run_load(url, path, items, concurrency=64, max_requests=10**9, max_seconds=args.warmup_seconds))
             for connections in args.connections:
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": data.name,
         "seconds_per_point": args.seconds,
         "max_queue_ms": MAX_QUEUE_MS,
+        "server_processes": args.workers,
         "points": points,
     }
     rows = []
@@ -144,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         "generator CPU (of one core)",
     ]
     table = (
-        f"# Overload: {bundle.name}, {data.name}, {args.seconds:.0f} s per point\n\n"
-        f"`python benchmarks/overload.py`, one server (`bert serve` defaults, max_queue_ms {MAX_QUEUE_MS:.0f}) "
+        f"# Overload: {bundle.name}, {data.name}, {args.seconds:.0f} s per point, {args.workers} server process(es)\n\n"
+        f"`python benchmarks/overload.py {' '.join(argv if argv is not None else sys.argv[1:])}`, one server "
+        f"(`bert serve` defaults, max_queue_ms {MAX_QUEUE_MS:.0f}) "
         f"and benchmarks/load.py's raw client on the same {machine()['cpu_count']} cores ({cpu_model()}).\n\n"
         + markdown_table(header, rows)
     )
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"refusals all 429 with Retry-After: {'yes' if t['refusals_all_429_with_retry_after'] else 'no'}; "
                 f"5xx: {t['five_xx']}.\n"
             )
-    json_path, md_path = write_results("overload", payload, table)
+    json_path, md_path = write_results(args.name, payload, table)
     print(table)
     print(f"wrote {json_path} and {md_path}")
     return 0

@@ -36,11 +36,13 @@ from core.inference.answers import (
     QaOptions,
 )
 from model.tokenizer import BertTokenizer
+from service.asgi import request_started_var
 from service.batching import (
     Batcher,
     BatcherClosedError,
     DeadlineExceededError,
     Item,
+    OverheadEstimate,
     QueueFullError,
     RequestTooLargeError,
     Reservation,
@@ -128,6 +130,7 @@ class ModelEngine:
         self._tokenize_seconds = metrics.tokenize_seconds.labels(self.name)  # the labelled child, looked up once
         self._tokenizers = _ThreadTokenizers(bundle.tokenizer)
         self.tokenizer: BertTokenizer = bundle.tokenizer  # for read-only lookups (ids, vocab)
+        self._overhead = OverheadEstimate()  # time in the server outside the queue, fed back to admission
 
     @property
     def provider(self) -> str:
@@ -208,7 +211,16 @@ class ModelEngine:
             except InputError as err:
                 raise InvalidInputError(err.field, err.reason) from None
             outputs = await self.infer(model_inputs, deadline, reservation)
-        return answerer.answers(state, outputs)
+        answers = answerer.answers(state, outputs)
+        self._note_overhead(reservation)
+        return answers
+
+    def _note_overhead(self, reservation: Reservation) -> None:
+        """Feed the time this request spent in the server outside its estimated wait back to admission."""
+        started = request_started_var.get()
+        if started is not None:
+            now = time.perf_counter()
+            self.batcher.overhead_s = self._overhead.add(now - started - reservation.wait_s, now)
 
     # --- tasks ---------------------------------------------------------------------------------
 
