@@ -160,6 +160,36 @@ def resume_point(path: str | Path) -> int:
     return lines
 
 
+def run_record_path(output: Path) -> Path:
+    """`OUTPUT.run.json`: what the lines in OUTPUT were computed with, checked before resuming."""
+    return output.with_name(output.name + ".run.json")
+
+
+def check_or_record_run(output: Path, done: int, run: dict) -> None:
+    """Record `run` next to a new output; refuse to resume an output written with another `run`.
+
+    Resuming appends: lines of another model or other options would end up in one file with
+    nothing to tell them apart. An output with lines but no record (cut before the record was
+    written, or written by hand) is resumed as it is.
+    """
+    record = run_record_path(output)
+    if done and record.exists():
+        try:
+            before = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{record} is unreadable ({err}); remove it to resume {output} unchecked") from None
+        changed = [key for key in sorted(set(before) | set(run)) if before.get(key) != run.get(key)]
+        if changed:
+            raise DataError(
+                f"{output} was written with another {', '.join(changed)} (see {record}): "
+                "pass the same to resume, or choose another --output"
+            )
+    elif not done:
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps(run, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(record)
+
+
 def answer_lines(answers: list) -> bytes:
     """One compact JSON line per answer, UTF-8."""
     text = "".join(json.dumps(a, ensure_ascii=False, separators=(",", ":")) + "\n" for a in answers)
@@ -246,17 +276,21 @@ def score_file(
     progress: bool = True,
     source: str = "the input",
     workers: int = 1,
+    run: dict | None = None,
 ) -> ScoreResult:
     """Score every input of `records()` into `output`, resuming after the lines already there.
 
     `records` is called twice when `progress` counts the inputs first (a pass that reads without
-    tokenizing). `source` names the input file in messages.
+    tokenizing). `source` names the input file in messages. `run` (what the answers depend on:
+    model, options, input) is recorded next to a new output and must match to resume one.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = resume_point(output)
+    if run is not None:
+        check_or_record_run(output, done, run)
     total = sum(1 for _ in records()) if progress else None
     if total is not None and done > total:
         raise DataError(
@@ -342,6 +376,15 @@ def score_bundle(
     bundle = load_bundle(bundle_dir, session_providers(on), threads)
     answerer = answerer_for(ModelSpec.of(bundle), options)
     check_readable(input)
+    model_file = bundle.manifest.files.get("model.onnx")
+    run = {
+        "bundle": bundle.name,
+        "model_sha256": model_file.sha256 if model_file else None,
+        "input": str(Path(input).resolve()),
+        "options": dict(options or {}),
+        "text_column": text_column,
+        "text_pair_column": text_pair_column,
+    }
     return score_file(
         bundle,
         answerer,
@@ -354,4 +397,5 @@ def score_bundle(
         progress,
         source=str(input),
         workers=workers,
+        run=run,
     )

@@ -150,6 +150,24 @@ def test_an_output_of_another_input_is_refused(bundles, tmp_path):
             score_bundle(bundles["sequence-classification"], path, longer, options, progress=progress, device="cpu")
 
 
+def test_resuming_with_another_model_or_options_is_refused(bundles, tmp_path):
+    path, options, _ = write_inputs(tmp_path, "sequence-classification")
+    out = tmp_path / "out.jsonl"
+    score_bundle(bundles["sequence-classification"], path, out, options, progress=False, device="cpu")
+    whole = out.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    record = json.loads((tmp_path / "out.jsonl.run.json").read_text())
+    assert record["options"] == options and record["model_sha256"] and record["input"] == str(path.resolve())
+    out.write_bytes(b"".join(lines[:4]))  # as if killed after four lines
+    with pytest.raises(DataError, match="written with another options"):
+        score_bundle(bundles["sequence-classification"], path, out, {"top_k": 2}, progress=False, device="cpu")
+    with pytest.raises(DataError, match="written with another bundle, model_sha256, options"):
+        score_bundle(bundles["token-classification"], path, out, {}, progress=False, device="cpu")
+    assert out.read_bytes() == b"".join(lines[:4])  # nothing appended by the refused runs
+    score_bundle(bundles["sequence-classification"], path, out, options, progress=False, device="cpu")
+    assert out.read_bytes() == whole  # the same settings resume
+
+
 def test_read_inputs_formats(tmp_path):
     lines = tmp_path / "texts.txt"
     lines.write_text("first text\n\nsecond\n")
