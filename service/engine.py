@@ -56,6 +56,8 @@ from service.errors import (
 )
 from service.metrics import Metrics
 
+OVERHEAD_SAMPLE_MAX_SEQUENCES = 8  # requests that run in one batch: their time is wait + one batch + overhead
+
 TASK_ROUTES = {
     "sequence-classification": "/v1/classify",
     "token-classification": "/v1/ner",
@@ -212,13 +214,17 @@ class ModelEngine:
                 raise InvalidInputError(err.field, err.reason) from None
             outputs = await self.infer(model_inputs, deadline, reservation)
         answers = answerer.answers(state, outputs)
-        self._note_overhead(reservation)
+        self._note_overhead(reservation, len(model_inputs))
         return answers
 
-    def _note_overhead(self, reservation: Reservation) -> None:
-        """Feed the time this request spent in the server outside its estimated wait back to admission."""
+    def _note_overhead(self, reservation: Reservation, sequences: int) -> None:
+        """Feed the time this request spent in the server outside its estimated wait back to admission.
+
+        Only small requests are samples: a large one's time also holds its own sequences' inference
+        (many batches), which is not time outside the queue.
+        """
         started = request_started_var.get()
-        if started is not None:
+        if started is not None and sequences <= OVERHEAD_SAMPLE_MAX_SEQUENCES:
             now = time.perf_counter()
             self.batcher.overhead_s = self._overhead.add(now - started - reservation.wait_s, now)
 
