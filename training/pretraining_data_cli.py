@@ -125,7 +125,16 @@ USAGE = (
 )
 
 
+def _renamed_options(argv: list[str]) -> list[str]:
+    """--whole-word-mask (before --masking existed) still works, with a note on stderr."""
+    if "--whole-word-mask" not in argv:
+        return argv
+    print("bert data pretraining: --whole-word-mask is now --masking whole-word", file=sys.stderr)
+    return [part for arg in argv for part in (["--masking", "whole-word"] if arg == "--whole-word-mask" else [arg])]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _renamed_options(sys.argv[1:] if argv is None else list(argv))
     return run_single_subcommand(
         argv,
         "data",

@@ -418,3 +418,15 @@ def test_chinese_segmenter_errors_are_one_line(tmp_path, corpus_file, tiny_token
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line
         main([*argv, "--out", str(tmp_path / "c"), "--masking", "whole-word", "--chinese-segmenter", "thulac"])
     assert exit_info.value.code == 2 and "invalid choice: 'thulac'" in capsys.readouterr().err
+
+
+def test_the_old_whole_word_mask_flag_still_builds_whole_word_data(tmp_path, corpus_file, tiny_tokenizer_dir, capsys):
+    from training.pretraining_data_cli import main
+
+    argv = ["pretraining", "--input", str(corpus_file), "--tokenizer", str(tiny_tokenizer_dir), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "old"), "--whole-word-mask"]) == 0
+    assert "now --masking whole-word" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "new"), "--masking", "whole-word"]) == 0
+    assert open_pretraining_data(tmp_path / "old").masking == "whole-word"
+    old, new = (all_instances(open_pretraining_data(tmp_path / name)) for name in ("old", "new"))
+    assert old.keys() == new.keys() and all(np.array_equal(old[k], new[k]) for k in old)
