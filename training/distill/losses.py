@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.finetune.losses import IGNORE_INDEX, task_loss
+from training.finetune.losses import IGNORE_INDEX, task_loss, without_padding
 
 SEQUENCE, TOKEN, QA = "sequence-classification", "token-classification", "question-answering"
 MULTI, REGRESSION = "multi_label_classification", "regression"
@@ -30,11 +30,6 @@ def binary_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) 
     t, s = teacher / temperature, student / temperature
     p_teacher = torch.sigmoid(t)
     return p_teacher * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p_teacher) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-
-
-def _mask_padding(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) QA logits with padded positions at a huge negative: no probability on padding."""
-    return logits.masked_fill(attention_mask[:, : logits.shape[1]] == 0, torch.finfo(logits.dtype).min)
 
 
 def soft_target_loss(
@@ -64,8 +59,8 @@ def soft_target_loss(
     if head == QA:
         losses = []
         for name in ("start_logits", "end_logits"):
-            s = _mask_padding(getattr(student, name).float() / temperature, attention_mask)  # (B, T)
-            t = _mask_padding(teacher[name].float()[:, : s.shape[1]] / temperature, attention_mask)  # (B, T)
+            s = without_padding(getattr(student, name).float() / temperature, attention_mask)  # (B, T)
+            t = without_padding(teacher[name].float()[:, : s.shape[1]] / temperature, attention_mask)  # (B, T)
             losses.append(softmax_kl(s, t, 1.0).mean())
         return (losses[0] + losses[1]) / 2 * squared
     raise ValueError(f"no distillation loss for head {head!r}")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def _without_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+def without_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """(B, T) start/end logits with padded positions at a huge negative: never an answer.
 
     Our encoder leaves padded positions' hidden states at zero, so their logit is the head's bias
@@ -42,8 +42,8 @@ def task_loss(
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
     if head == "question-answering":
         start = F.cross_entropy(
-            _without_padding(output.start_logits.float(), attention_mask), targets["start_positions"]
+            without_padding(output.start_logits.float(), attention_mask), targets["start_positions"]
         )
-        end = F.cross_entropy(_without_padding(output.end_logits.float(), attention_mask), targets["end_positions"])
+        end = F.cross_entropy(without_padding(output.end_logits.float(), attention_mask), targets["end_positions"])
         return (start + end) / 2
     raise ValueError(f"no loss for head {head!r}")
