@@ -39,6 +39,16 @@ def raise_open_files(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
+def demo_bundle_and_data(bundle: str, data: str) -> tuple[Path, Path]:
+    """The bundle and the SST-2 file to send, or exit with what to do."""
+    bundle_dir, data_file = Path(bundle), Path(data)
+    if not (bundle_dir / "bundle.json").is_file():
+        raise SystemExit(f"no bundle at {bundle_dir}: run `bert demo --no-serve` first")
+    if not data_file.is_file():
+        raise SystemExit(f"no data at {data_file}: pass --data (an SST-2 .tsv)")
+    return bundle_dir, data_file
+
+
 def serve_command(bundle: Path, port: int, workers: int = 1) -> list[str]:
     cmd = [sys.executable, "-m", "cli.main", "serve", "--bundles", str(bundle), "--port", str(port)]
     return cmd + (["--workers", str(workers)] if workers > 1 else [])
@@ -71,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="bert serve --workers (processes)")
     parser.add_argument("--name", default="overload", help="results file name under benchmarks/results/")
     args = parser.parse_args(argv)
-    bundle, data = Path(args.bundle), Path(args.data)
-    if not (bundle / "bundle.json").is_file():
-        raise SystemExit(f"no bundle at {bundle}: run `bert demo --no-serve` first")
-    if not data.is_file():
-        raise SystemExit(f"no data at {data}: pass --data (an SST-2 .tsv)")
+    bundle, data = demo_bundle_and_data(args.bundle, args.data)
     raise_open_files(2 * max(args.connections) + 256)
     items = read_inputs(data)
     points = []

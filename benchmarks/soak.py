@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_model, machine, markdown_table, write_results  # noqa: E402
 from benchmarks.load import LoadResult, read_inputs, run_load  # noqa: E402
-from benchmarks.overload import raise_open_files, serve_command  # noqa: E402
+from benchmarks.overload import demo_bundle_and_data, raise_open_files, serve_command  # noqa: E402
 from tests.service.live_service import free_port, running  # noqa: E402
 
 RSS_GROWTH_LIMIT = 0.05
@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-at", type=float, default=30.0, help="second of each minute the burst starts")
     parser.add_argument("--burst-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
-    bundle, data = Path(args.bundle), Path(args.data)
-    if not (bundle / "bundle.json").is_file():
-        raise SystemExit(f"no bundle at {bundle}: run `bert demo --no-serve` first")
-    if not data.is_file():
-        raise SystemExit(f"no data at {data}: pass --data (an SST-2 .tsv)")
+    bundle, data = demo_bundle_and_data(args.bundle, args.data)
     raise_open_files(8 * args.connections + 256)
     items = read_inputs(data)
     minutes = []
