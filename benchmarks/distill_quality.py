@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -81,7 +82,7 @@ PLANS = {
     "squad": Plan("squad", "qa", 256, 2e-4, 16, 1, 1, ("3l",), 1500, 300, ("--doc-stride", "64")),
 }
 # Rough minutes of a full-size task on 2 cores, for --deadline.
-ESTIMATED_MINUTES = {"sst2": 40, "conll2003": 35, "squad": 20}
+ESTIMATED_MINUTES = {"sst2": 40, "conll2003": 30, "squad": 20}
 STUDENT_OPTIONS = {"3l": ["--student-layers", "3"], "2l": ["--student-layers", "2"]}
 DESCRIPTIONS = {
     "3l": "3 of the teacher's layers (1, 3, 5)",
@@ -159,6 +160,7 @@ class Steps:
         say(f"{name}: {command}")
         load = os.getloadavg()[0]
         marked = None
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -168,10 +170,17 @@ class Steps:
                     marked = time.perf_counter() - started
             proc.wait()
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
         if proc.returncode != 0:
             tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
             raise SystemExit(f"{name} failed (exit {proc.returncode}), log {log}:\n{tail}")
-        record = {"command": command, "wall_s": round(seconds, 1), "load_before": round(load, 2)}
+        record = {
+            "command": command,
+            "wall_s": round(seconds, 1),
+            "cpu_s": round(cpu_s, 1),
+            "load_before": round(load, 2),
+        }
         if mark:
             record["mark_s"] = None if marked is None else round(marked, 1)
             record["mark"] = mark.decode()
@@ -382,6 +391,7 @@ def task_record(plan, sizes, runs, scores, int8, speed, params) -> dict:
             "of_teacher": scores[name][metric] / teacher_metric if teacher_metric else float("nan"),
             "train_wall_s": wall,
             "train_wall_s_as_run": run["wall_s"],
+            "train_cpu_s_as_run": run.get("cpu_s"),
             "load_before": run.get("load_before"),
         }
         if name in int8:
