@@ -6,8 +6,6 @@ import contextvars
 import json
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-# time.perf_counter() when the running request arrived (None outside a request)
-request_started_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_started", default=None)
 
 
 def error_json(type_: str, message: str, details=None) -> dict:

@@ -107,7 +107,6 @@ class Reservation:
 
     entries: int
     tokens: int
-    wait_s: float = 0.0  # the wait estimated at admission
     released: bool = False
 
 
@@ -226,32 +225,6 @@ class DrainRate:
         return self.rate if self.rate is not None and now - self.sampled_at <= self.stale_s else None
 
 
-class OverheadEstimate:
-    """A high quantile of the seconds admitted requests spent in the server outside the queue.
-
-    A sample is a request's time from arrival to answer minus the wait admission estimated for it,
-    so it also takes in the estimate's own error. Under a burst on a small machine that time is
-    not small: the event loop that parses, tokenizes and answers shares the cores with the model,
-    and an accepted request spent 0.3-0.8 s there on top of a 1 s queue. The `quantile` of the
-    last `window` samples, refreshed every `every` samples, ignoring samples older than `stale_s`.
-    """
-
-    def __init__(self, quantile: float = 0.95, window: int = 256, every: int = 32, stale_s: float = 10.0):
-        self.quantile, self.every, self.stale_s = quantile, every, stale_s
-        self.samples: deque[tuple[float, float]] = deque(maxlen=window)  # (when, seconds)
-        self.value = 0.0
-        self._added = 0
-
-    def add(self, seconds: float, now: float) -> float:
-        """Add a sample; the current estimate."""
-        self.samples.append((now, max(0.0, seconds)))
-        self._added += 1
-        if self._added % self.every == 0:
-            fresh = sorted(s for t, s in self.samples if now - t <= self.stale_s)
-            self.value = fresh[min(len(fresh) - 1, int(self.quantile * len(fresh)))] if fresh else 0.0
-        return self.value
-
-
 def padded_cost(lengths: Sequence[int]) -> int:
     """Tokens the backend pays for a batch: every row is padded to the longest."""
     return max(lengths) * len(lengths) if lengths else 0
@@ -335,10 +308,6 @@ class Batcher:
         self._seq = itertools.count()
         self._throughput = Throughput(self.config.prior_tokens_per_s)
         self._drain = DrainRate()
-        # Seconds an admitted request spends in the server outside the queue (parsing, tokenizing,
-        # waiting for the event loop, answering), as the caller measures it (OverheadEstimate);
-        # admission keeps the wait plus this within max_queue_ms, with at least half of it for the wait.
-        self.overhead_s = 0.0
         if self.config.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.config.workers}")
         self._scheduler = threading.Thread(target=self._schedule_loop, name=f"batcher-{name}", daemon=True)
@@ -364,10 +333,10 @@ class Batcher:
             raise RequestTooLargeError(self._too_large(entries, tokens))
         with self._cond:
             self._check_open_locked()
-            wait = self._check_wait_locked()
+            self._check_wait_locked()
             self._reserved_entries += entries
             self._reserved_tokens += tokens
-        return Reservation(entries, tokens, wait)
+        return Reservation(entries, tokens)
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation that will not be submitted (idempotent)."""
@@ -510,22 +479,17 @@ class Batcher:
         drained = self._drain.current(self._clock())
         return work / (min(rate, drained) if drained else rate)
 
-    def _check_wait_locked(self) -> float:
-        """The estimated wait; QueueFullError when it and the time outside the queue exceed the budget."""
+    def _check_wait_locked(self) -> None:
         cfg = self.config
-        wait = self._seconds_locked(self._work_ahead_locked())
         if cfg.max_queue_ms is None:
-            return wait
-        budget = cfg.max_queue_ms / 1000
-        overhead = min(self.overhead_s, budget / 2)  # never less than half the budget for the queue
-        if wait + overhead > budget:
-            outside = f" + {overhead * 1000:.0f} ms outside the queue" if overhead >= 0.0005 else ""
+            return
+        wait, budget = self._seconds_locked(self._work_ahead_locked()), cfg.max_queue_ms / 1000
+        if wait > budget:
             raise QueueFullError(
-                f"model {self.name!r} is overloaded: the work queued ahead would take about {wait * 1000:.0f} ms"
-                f"{outside}, more than max_queue_ms ({cfg.max_queue_ms:g})",
-                _retry_after(wait + overhead - budget),
+                f"model {self.name!r} is overloaded: the work queued ahead would take about {wait * 1000:.0f} ms, "
+                f"more than max_queue_ms ({cfg.max_queue_ms:g})",
+                _retry_after(wait - budget),
             )
-        return wait
 
     def _check_caps_locked(self, entries: int, tokens: int) -> None:
         cfg = self.config

@@ -145,8 +145,7 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="Longest queueing a request is admitted to: before tokenizing a request, the work queued ahead "
         "of it (padded tokens plus each batch's overhead, as batches count it) is divided by the measured "
-        "throughput; that plus the time recent requests spent in the server outside the queue (at most half "
-        "of this) must fit, or the request gets 429 + Retry-After at once. Smaller = lower, steadier latency of "
+        "throughput, and over this it gets 429 + Retry-After at once. Smaller = lower, steadier latency of "
         "accepted requests and earlier 429s that let a load balancer retry elsewhere, but a burst the queue "
         "could have absorbed is partly refused; larger = fewer 429s, longer waits. A request's own inputs do "
         "not count against it, so large requests are not starved by small ones. None = only the "

@@ -36,13 +36,11 @@ from core.inference.answers import (
     QaOptions,
 )
 from model.tokenizer import BertTokenizer
-from service.asgi import request_started_var
 from service.batching import (
     Batcher,
     BatcherClosedError,
     DeadlineExceededError,
     Item,
-    OverheadEstimate,
     QueueFullError,
     RequestTooLargeError,
     Reservation,
@@ -55,8 +53,6 @@ from service.errors import (
     UnavailableError,
 )
 from service.metrics import Metrics
-
-OVERHEAD_SAMPLE_MAX_SEQUENCES = 8  # requests that run in one batch: their time is wait + one batch + overhead
 
 TASK_ROUTES = {
     "sequence-classification": "/v1/classify",
@@ -132,7 +128,6 @@ class ModelEngine:
         self._tokenize_seconds = metrics.tokenize_seconds.labels(self.name)  # the labelled child, looked up once
         self._tokenizers = _ThreadTokenizers(bundle.tokenizer)
         self.tokenizer: BertTokenizer = bundle.tokenizer  # for read-only lookups (ids, vocab)
-        self._overhead = OverheadEstimate()  # time in the server outside the queue, fed back to admission
 
     @property
     def provider(self) -> str:
@@ -213,20 +208,7 @@ class ModelEngine:
             except InputError as err:
                 raise InvalidInputError(err.field, err.reason) from None
             outputs = await self.infer(model_inputs, deadline, reservation)
-        answers = answerer.answers(state, outputs)
-        self._note_overhead(reservation, len(model_inputs))
-        return answers
-
-    def _note_overhead(self, reservation: Reservation, sequences: int) -> None:
-        """Feed the time this request spent in the server outside its estimated wait back to admission.
-
-        Only small requests are samples: a large one's time also holds its own sequences' inference
-        (many batches), which is not time outside the queue.
-        """
-        started = request_started_var.get()
-        if started is not None and sequences <= OVERHEAD_SAMPLE_MAX_SEQUENCES:
-            now = time.perf_counter()
-            self.batcher.overhead_s = self._overhead.add(now - started - reservation.wait_s, now)
+        return answerer.answers(state, outputs)
 
     # --- tasks ---------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.asgi import error_json, header, request_id_var, request_started_var, send_json
+from service.asgi import error_json, header, request_id_var, send_json
 from service.config import ServiceSettings
 from service.errors import ApiError, ClientGoneError
 from service.overload_gate import ENDPOINT_KEY, REFUSED_KEY, OverloadGateMiddleware, RefusalLog
@@ -82,7 +82,6 @@ class RequestContextMiddleware:
         request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
         token = request_id_var.set(request_id)
         start = time.perf_counter()
-        started_token = request_started_var.set(start)
         status = None
         client_gone = False
 
@@ -116,7 +115,6 @@ class RequestContextMiddleware:
                 log.info("%s %s %d %.1fms", scope.get("method"), scope.get("path"), status, elapsed * 1000)
                 self.refusals.flush_if_due()
             request_id_var.reset(token)
-            request_started_var.reset(started_token)
 
 
 class BodyGuardMiddleware:

@@ -389,44 +389,6 @@ def test_drain_rate_is_work_per_wall_second_over_backlogged_windows():
     assert drain.current(11.5) is None  # stale: the load it described is gone
 
 
-def test_overhead_estimate_is_a_high_quantile_of_recent_samples():
-    from service.batching import OverheadEstimate
-
-    estimate = OverheadEstimate(quantile=0.9, window=100, every=10, stale_s=5)
-    for i in range(9):
-        assert estimate.add(i / 100, now=0.0) == 0.0  # refreshed every 10 samples only
-    assert estimate.add(-1.0, now=0.0) == pytest.approx(0.08)  # negatives count as 0: [0, .01 .. .08]
-    for i in range(100):
-        estimate.add(1.0 if i % 10 == 0 else 0.1, now=1.0)  # 10% slow requests
-    assert estimate.value == 1.0  # the 90th percentile of 100 samples: the slow tenth
-    for _ in range(10):
-        estimate.add(0.2, now=7.0)  # everything from t <= 2 is stale now
-    assert estimate.value == 0.2
-
-
-def test_admission_keeps_the_wait_plus_the_time_outside_the_queue_within_the_budget(fake_backend_cls):
-    backend = fake_backend_cls(gate=threading.Event())
-    config = BatchingConfig(max_batch_size=1, overhead_tokens=0, max_queue_ms=1000, prior_tokens_per_s=100)
-    batcher = Batcher(backend, config)
-    batcher.submit([Item(0, 10)])  # runs, held
-    assert backend.started.wait(2)
-    batcher.submit([Item(1, 45)])  # 45 tokens at 100/s: 0.45 s of work ahead of the next request
-    assert batcher.admit(1, 10).wait_s == pytest.approx(0.45, rel=0.05)  # now 0.55 s ahead
-    batcher.overhead_s = 0.5  # 0.55 + 0.5 > 1 s
-    with pytest.raises(QueueFullError) as refused:
-        batcher.admit(1, 10)
-    assert "outside the queue" in str(refused.value)
-    assert batcher.refusal() is not None
-    batcher.overhead_s = 30.0  # capped at half the budget: the same refusal, not a closed door
-    with pytest.raises(QueueFullError):
-        batcher.admit(1, 10)
-    batcher.overhead_s = 0.4  # 0.55 + 0.4 < 1 s
-    assert batcher.refusal() is None
-    batcher.admit(1, 10)
-    backend.gate.set()
-    batcher.close(2)
-
-
 class GapAfterEachBatch(QueueTimes):
     """Holds the backend thread after each batch, outside the timed run: as a thread that waits for a
     core (or the GIL) between batches, which per-batch timing cannot see."""

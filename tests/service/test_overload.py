@@ -173,24 +173,3 @@ def test_a_burst_of_clients_that_leave_is_499_never_500_and_their_work_is_droppe
     assert statuses.get("499", 0) >= 30 + 30  # at least every client that never waited for an answer
     assert sum(" 499 " in line for line in access) == statuses["499"]
     assert dropped and float(dropped.group(1)) > 0  # queued sequences of clients that left never ran
-
-
-def test_admission_learns_the_time_small_requests_spend_outside_the_queue(tiny_bundles):
-    settings = make_settings([tiny_bundles["sequence-classification"]], warmup=False, max_inputs_per_request=64)
-    app = create_app(settings)
-
-    async def scenario():
-        async with app.router.lifespan_context(app):
-            engine = app.state.bertkit.registry.engines[MODEL]
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-                for _ in range(40):  # large requests: their own inference is not time outside the queue
-                    assert (await client.post("/v1/classify", json={"inputs": ["a b c"] * 20})).status_code == 200
-                after_large = engine.batcher.overhead_s
-                for _ in range(40):  # refreshed every 32 samples
-                    assert (await client.post("/v1/classify", json={"inputs": "a b c"})).status_code == 200
-                return after_large, engine.batcher.overhead_s
-
-    after_large, after_small = asyncio.run(scenario())
-    assert after_large == 0.0
-    assert 0.0 < after_small < 1.0  # parsing, tokenizing, one batch: milliseconds on an idle loop
