@@ -122,8 +122,8 @@ def test_intermediate_losses_vanish_for_a_student_that_is_the_teacher(tiny_confi
     flags = {"output_hidden_states": True, "output_attentions": True}
     s, t = student.bert(ids, mask, **flags), teacher.bert(ids, mask, **flags)
     projections = hidden_projections(student.config, teacher.config, 3)
-    assert float(losses.hidden_state_loss(s.hidden_states, t.hidden_states, [0, 1, 2], projections, mask)) == 0.0
-    assert float(losses.attention_map_loss(s.attentions, t.attentions, [0, 1, 2], mask)) == 0.0
+    assert losses.hidden_state_loss(s.hidden_states, t.hidden_states, [0, 1, 2], projections, mask).item() == 0.0
+    assert losses.attention_map_loss(s.attentions, t.attentions, [0, 1, 2], mask).item() == 0.0
     # the opt-in path returns what the default one does, through the explicit attention math
     plain = teacher.bert(ids, mask)
     assert len(t.hidden_states) == 4 and len(t.attentions) == 3 and t.attentions[0].shape == (2, 2, 5, 5)
