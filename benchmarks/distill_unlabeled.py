@@ -47,6 +47,19 @@ def accuracy(evaluation: Path) -> float:
     return 100 * record.get("metrics", record)["accuracy"]
 
 
+def row(arch: str, result: dict) -> list:
+    scores = result["scores"]
+    return [
+        arch,
+        f"{scores['teacher']:.2f}",
+        f"{scores['control']:.2f}",
+        f"{scores['kd']:.2f}",
+        f"{scores['kd + unlabeled']:.2f}",
+        f"{scores['kd + unlabeled'] - scores['control']:+.2f}",
+        f"{result['train_seconds']:.0f}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(ROOT / "runs" / "distill-bench"), help="distill_quality.py's --work")
@@ -64,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, results = [], {}
     for arch in args.students:
         out = base / "models" / f"kd-{arch}-unlabeled"
+        step = base / "steps" / f"unlabeled-{arch}.json"  # a student already measured is not trained again
+        if step.is_file():
+            results[arch] = json.loads(step.read_text(encoding="utf-8"))
+            rows.append(row(arch, results[arch]))
+            continue
         cmd = [sys.executable, "-m", "cli.main", "distill", "classify", "--teacher", str(teacher)]
         cmd += ["--train", str(train), "--unlabeled", str(unlabeled), "--out", str(out), *STUDENTS[arch], *RECIPE]
         cmd += ["--threads", str(args.threads), "--save-every", "0"]
@@ -85,17 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             "teacher": accuracy(base / "evals" / "teacher.json"),
         }
         results[arch] = {"scores": scores, "train_seconds": round(seconds, 1), "unlabeled_texts": len(texts)}
-        rows.append(
-            [
-                arch,
-                f"{scores['teacher']:.2f}",
-                f"{scores['control']:.2f}",
-                f"{scores['kd']:.2f}",
-                f"{scores['kd + unlabeled']:.2f}",
-                f"{scores['kd + unlabeled'] - scores['control']:+.2f}",
-                f"{seconds:.0f}",
-            ]
-        )
+        step.parent.mkdir(parents=True, exist_ok=True)
+        step.write_text(json.dumps(results[arch], indent=2) + "\n", encoding="utf-8")
+        rows.append(row(arch, results[arch]))
         print(json.dumps({arch: results[arch]}), flush=True)
     header = ["student", "teacher", "control (finetune)", "KD", "KD + unlabeled", "KD + unlabeled - control", "wall s"]
     table = (
