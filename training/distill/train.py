@@ -52,6 +52,7 @@ from training.finetune.train import (
     adamw_with_schedule,
     evaluate_model,
     load_data,
+    metrics_record,
     save_best_model,
     seed_and_pick_device,
     write_json,
@@ -283,22 +284,16 @@ def distill(settings: DistillSettings, on_step: Callable[[int], None] | None = N
         teacher_eval = None
         if eval_examples:
             teacher_eval = evaluate_model(teacher, task, eval_examples, eval_features, tokenizer, settings, device)
-        record = {
-            "task": task.head,
-            "main_metric": main_metric,
-            "best_epoch": None,
-            "best": None,
-            "history": [],
-            "train_file": str(settings.train),
-            "eval_file": settings.eval,
-            "train_examples": len(train_examples),
-            "train_skipped": train_skipped,
-            "unlabeled_examples": len(extra),
-            "eval_examples": len(eval_examples) if eval_examples else 0,
-            "eval_skipped": eval_skipped,
-            "teacher_eval": teacher_eval,
-            "settings": dataclasses.asdict(settings),
-        }
+        record = metrics_record(
+            task,
+            settings,
+            train_examples,
+            train_skipped,
+            eval_examples,
+            eval_skipped,
+            unlabeled_examples=len(extra),
+            teacher_eval=teacher_eval,
+        )
 
     def save_progress() -> None:
         training_state = {

@@ -52,6 +52,25 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def metrics_record(task, settings, train_examples, train_skipped: int, eval_examples, eval_skipped: int, **extra):
+    """metrics.json before the first epoch: the data used and skipped, the settings, no history yet."""
+    return {
+        "task": task.head,
+        "main_metric": task.main_metric,
+        "best_epoch": None,
+        "best": None,
+        "history": [],
+        "train_file": str(settings.train),
+        "eval_file": settings.eval,
+        "train_examples": len(train_examples),
+        "train_skipped": train_skipped,
+        "eval_examples": len(eval_examples) if eval_examples else 0,
+        "eval_skipped": eval_skipped,
+        **extra,  # what a caller adds, e.g. distillation's unlabeled_examples and teacher_eval
+        "settings": dataclasses.asdict(settings),
+    }
+
+
 def evaluate_model(model, task, examples, features, tokenizer, settings, device) -> dict:
     backend = TorchBackend(model, device, settings.precision)
     token_level = task.head in TOKEN_LEVEL_TASKS
@@ -152,20 +171,7 @@ def finetune(settings: FinetuneSettings) -> dict:
     rng = np.random.default_rng(settings.seed)
     lengths = [len(f["input_ids"]) for f in train_features]
     main_metric = task.main_metric
-    record = {
-        "task": task.head,
-        "main_metric": main_metric,
-        "best_epoch": None,
-        "best": None,
-        "history": [],
-        "train_file": str(settings.train),
-        "eval_file": settings.eval,
-        "train_examples": len(train_examples),
-        "train_skipped": train_skipped,
-        "eval_examples": len(eval_examples) if eval_examples else 0,
-        "eval_skipped": eval_skipped,
-        "settings": dataclasses.asdict(settings),
-    }
+    record = metrics_record(task, settings, train_examples, train_skipped, eval_examples, eval_skipped)
     best_value, stale_epochs, started = -math.inf, 0, time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
