@@ -23,3 +23,17 @@ async def send_json(send, status: int, payload: dict, headers: tuple[tuple[bytes
 def header(scope, name: bytes, default: bytes | None = None) -> bytes | None:
     """The first value of header `name` (lower case) in an ASGI scope, without building a dict."""
     return next((value for key, value in scope.get("headers") or () if key == name), default)
+
+
+def replaying(message: dict, receive):
+    """A `receive` that returns `message` (a body already read) first, then defers to `receive`."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return message
+        return await receive()
+
+    return replay

@@ -26,15 +26,18 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def require_api_key(request: Request, state: StateDep) -> None:
-    """`Authorization: Bearer <key>` when an API key is configured; compared in constant time."""
+def api_key_accepted(state: AppState, authorization: str) -> bool:
+    """True when no API key is configured or `authorization` is `Bearer <key>` (constant-time compare)."""
     key = state.settings.api_key
     if key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        return True
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.get_secret_value().encode())
+
+
+async def require_api_key(request: Request, state: StateDep) -> None:
+    """`Authorization: Bearer <key>` when an API key is configured."""
+    if not api_key_accepted(state, request.headers.get("authorization", "")):
         raise UnauthorizedError("missing or wrong API key: send `Authorization: Bearer <key>`")
 
 

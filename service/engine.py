@@ -101,6 +101,11 @@ class Deadline:
         return None if self.at is None else max(0.0, self.at - time.monotonic())
 
 
+def overloaded(err: QueueFullError) -> OverloadedError:
+    """The batcher's refusal as the HTTP 429 a client sees (the routes' and the overload gate's)."""
+    return OverloadedError(f"{err}; retry later", err.retry_after_s)
+
+
 class ModelEngine:
     def __init__(
         self,
@@ -155,7 +160,7 @@ class ModelEngine:
             yield
         except QueueFullError as err:
             self._metrics.rejected.labels(self.name).inc()
-            raise OverloadedError(f"{err}; retry later", err.retry_after_s) from None
+            raise overloaded(err) from None
         except RequestTooLargeError as err:
             raise PayloadTooLargeError(str(err)) from None
         except BatcherClosedError as err:

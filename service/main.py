@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.asgi import error_json, header, request_id_var, send_json
+from service.asgi import error_json, header, replaying, request_id_var, send_json
 from service.config import ServiceSettings
 from service.errors import ApiError, ClientGoneError
 from service.overload_gate import ENDPOINT_KEY, REFUSED_KEY, OverloadGateMiddleware, RefusalLog
@@ -151,16 +151,7 @@ class BodyGuardMiddleware:
             reason = f"the body is not valid UTF-8 (byte {body[err.start]:#04x} at position {err.start})"
             error = error_json("validation_error", reason, [{"field": "body", "reason": reason}])
             return await send_json(send, 422, error)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying({"type": "http.request", "body": body, "more_body": False}, receive), send)
 
 
 # --- errors --------------------------------------------------------------------------------------

@@ -17,14 +17,14 @@ invalid request to it is refused 429 too, and told what is wrong when it comes b
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
 import time
 
-from service.asgi import error_json, header, send_json
-from service.engine import TASK_ROUTES
+from service.asgi import error_json, header, replaying, send_json
+from service.deps import api_key_accepted
+from service.engine import TASK_ROUTES, overloaded
 from service.state import AppState
 
 TASK_OF_PATH = {path: task for task, path in TASK_ROUTES.items()}
@@ -88,11 +88,7 @@ class OverloadGateMiddleware:
         self.state = state
 
     def _authorized(self, scope) -> bool:
-        key = self.state.settings.api_key
-        if key is None:
-            return True
-        scheme, _, token = header(scope, b"authorization", b"").partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key.get_secret_value().encode())
+        return api_key_accepted(self.state, header(scope, b"authorization", b"").decode("latin-1"))
 
     async def __call__(self, scope, receive, send):
         task = TASK_OF_PATH.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -106,19 +102,7 @@ class OverloadGateMiddleware:
         if refusal is not None:
             scope[ENDPOINT_KEY], scope[REFUSED_KEY] = scope["path"], engine.name
             self.state.metrics.rejected.labels(engine.name).inc()
-            return await _send_429(send, f"{refusal}; retry later", refusal.retry_after_s)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return message
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _send_429(send, message: str, retry_after_s: int) -> None:
-    retry_after = str(max(1, int(retry_after_s))).encode()
-    await send_json(send, 429, error_json("queue_full", message), ((b"retry-after", retry_after),))
+            error = overloaded(refusal)  # the route's own 429: same type, message and Retry-After
+            headers = tuple((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+            return await send_json(send, error.status, error_json(error.type, error.message), headers)
+        await self.app(scope, replaying(message, receive), send)

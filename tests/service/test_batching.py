@@ -353,18 +353,24 @@ def _offer(batcher, stop: threading.Event, every_s: float, accepted: list, refus
 BATCH_S = 0.02  # the fake backend's time per batch: 4 sequences of 10 tokens, so 2,000 tokens/s
 
 
-def test_accepted_requests_queue_at_most_max_queue_ms_plus_one_batch_under_overload(fake_backend_cls):
-    times = QueueTimes()
+def _overload(backend, times: QueueTimes, seconds: float) -> tuple[list, list]:
+    """One-sequence requests at 400/s for `seconds` into a batcher with a 150 ms budget: (accepted, refused)."""
     config = BatchingConfig(max_batch_size=4, overhead_tokens=0, max_queue_ms=150, prior_tokens_per_s=2000)
-    batcher = Batcher(fake_backend_cls(delay=BATCH_S), config, observer=times)
+    batcher = Batcher(backend, config, observer=times)
     stop, accepted, refused = threading.Event(), [], []
-    offer = threading.Thread(target=_offer, args=(batcher, stop, 0.0025, accepted, refused))  # 400/s for 200/s
+    offer = threading.Thread(target=_offer, args=(batcher, stop, 0.0025, accepted, refused))
     offer.start()
-    time.sleep(1.5)
+    time.sleep(seconds)
     stop.set()
     offer.join()
     [f.result(5) for f in accepted]
     batcher.close(2)
+    return accepted, refused
+
+
+def test_accepted_requests_queue_at_most_max_queue_ms_plus_one_batch_under_overload(fake_backend_cls):
+    times = QueueTimes()
+    accepted, refused = _overload(fake_backend_cls(delay=BATCH_S), times, 1.5)  # 400/s for 200/s
     assert len(refused) > len(accepted) / 4  # really overloaded
     assert all(err.retry_after_s >= 1 for err in refused)
     batch = max(times.run_seconds)
@@ -400,16 +406,7 @@ class GapAfterEachBatch(QueueTimes):
 
 def test_the_wait_bound_holds_when_threads_lose_time_between_batches(fake_backend_cls):
     times = GapAfterEachBatch()
-    config = BatchingConfig(max_batch_size=4, overhead_tokens=0, max_queue_ms=150, prior_tokens_per_s=2000)
-    batcher = Batcher(fake_backend_cls(delay=BATCH_S), config, observer=times)
-    stop, accepted, refused = threading.Event(), [], []
-    offer = threading.Thread(target=_offer, args=(batcher, stop, 0.0025, accepted, refused))  # 400/s for 100/s
-    offer.start()
-    time.sleep(2.5)
-    stop.set()
-    offer.join()
-    [f.result(5) for f in accepted]
-    batcher.close(2)
+    _overload(fake_backend_cls(delay=BATCH_S), times, 2.5)  # 400/s for 100/s
     settled = times.seconds[len(times.seconds) // 2 :]  # admitted after the first drain-rate windows
     slack = 0.03  # thread wake-ups on a shared machine
     # Per-batch timing alone predicts half the real wait: accepted requests would queue ~300 ms.

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import re
 import threading
-import time
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from service.main import create_app
 from service.overload_gate import model_named
 from tests.service.conftest import make_settings
+from tests.service.test_overload import _until
 
 BUSY, OTHER = "tiny-sequence-classification", "tiny-cls-int8"
 
@@ -32,13 +32,6 @@ BUSY, OTHER = "tiny-sequence-classification", "tiny-cls-int8"
 )
 def test_model_named_reads_the_model_without_parsing_the_body(body, expected):
     assert model_named(body) == expected
-
-
-async def _until(condition, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        await asyncio.sleep(0.005)
 
 
 def test_gate_refuses_the_overloaded_model_before_the_route_and_lets_the_rest_through(tiny_bundles):

@@ -23,8 +23,8 @@ def vocabulary() -> list[str]:
     return SPECIALS + sorted(set(words)) + PIECES
 
 
-def make_tiny_model(directory: Path) -> Path:
-    """A random 2-layer BERT with its tokenizer in HF layout."""
+def make_tiny_model(directory: Path, layers: int = 2) -> Path:
+    """A random BERT (32 wide, `layers` deep, no dropout) with its tokenizer in HF layout."""
     import torch
 
     from model import BertConfig, build_model, save_pretrained
@@ -35,7 +35,7 @@ def make_tiny_model(directory: Path) -> Path:
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,

@@ -7,6 +7,9 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+import torch
+
 SUBJECTS = ["the farmer", "a young woman", "the old doctor", "my brother", "the captain", "her mother", "the teacher"]
 VERBS = ["walked to", "looked at", "talked about", "wrote to", "thought of", "waited for", "laughed at"]
 OBJECTS = ["the village", "the river", "a letter", "the small house", "the garden", "the market", "the ship"]
@@ -88,3 +91,13 @@ def write_config(path: Path, vocab_size: int, dropout: float = 0.1, hidden: int 
 def read_metrics(run_dir: Path, split: str = "train") -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Autouse in the modules that import it."""
+    # Tiny ops on a shared 2-core machine run fastest (and reproducibly) on one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,22 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pretrain_testkit import MAX_PREDICTIONS, build_data, read_metrics, write_config
+from pretrain_testkit import MAX_PREDICTIONS, build_data, one_thread, read_metrics, write_config  # noqa: F401
 
 from tests.helpers.tolerances import network_tolerance, sum_tolerance
 from training import checkpointing
 from training.pretrain import main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops on a shared 2-core machine run fastest (and reproducibly) on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from pretrain_testkit import generate_corpus, read_metrics, train_tokenizer, write_config
+from pretrain_testkit import generate_corpus, one_thread, read_metrics, train_tokenizer, write_config  # noqa: F401
 
 from tests.helpers.tolerances import binomial_tolerance, sum_tolerance
 from training.pretrain import main
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_PREDICTIONS = 8
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import sys
 
 from core.args import parse_dataclass, run_cli
 from training.distill.settings import DistillSettings
+from training.finetune.cli import saved_line
 
 PROG = "bert distill"
 DESCRIPTION = (
@@ -25,10 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_dataclass(DistillSettings, argv, PROG, description=DESCRIPTION, positional=("task",))
         from training.distill.train import distill
 
-        record = distill(settings)
-        best = record["best"] or {}
-        summary = ", ".join(f"{k} {best[k]:.4f}" for k in sorted(best) if isinstance(best[k], float))
-        print(f"saved {settings.out} (epoch {record['best_epoch']}){': ' + summary if summary else ''}")
+        print(saved_line(settings.out, distill(settings)))
         return 0
 
     return run_cli(run, PROG)

@@ -51,7 +51,7 @@ from training.finetune.settings import FinetuneSettings, make_task
 from training.finetune.train import (
     adamw_with_schedule,
     evaluate_model,
-    load_data,
+    load_train_and_eval,
     metrics_record,
     save_best_model,
     seed_and_pick_device,
@@ -206,18 +206,11 @@ def distill(settings: DistillSettings, on_step: Callable[[int], None] | None = N
     teacher = load_pretrained(teacher_dir, head=task.head)
     teacher.to(device).eval().requires_grad_(False)
 
-    train_examples, train_features, train_skipped = load_data(task, settings.train, tokenizer, settings.strict, "train")
     extra = unlabeled_features(settings.unlabeled, task, tokenizer) if settings.unlabeled else []
-    features = train_features + extra
-    eval_examples = eval_features = None
-    eval_skipped = 0
-    if settings.eval:
-        eval_examples, eval_features, eval_skipped = load_data(task, settings.eval, tokenizer, settings.strict, "eval")
-    print(
-        f"train: {len(train_examples)} examples -> {len(train_features)} features, {len(extra)} unlabeled"
-        + (f"; eval: {len(eval_examples)} examples -> {len(eval_features)} features" if eval_examples else ""),
-        file=sys.stderr,
+    train_examples, train_features, train_skipped, eval_examples, eval_features, eval_skipped = load_train_and_eval(
+        task, settings, tokenizer, unlabeled=len(extra)
     )
+    features = train_features + extra
 
     # --- student ---------------------------------------------------------------------------------
     teacher_layers = teacher.config.num_hidden_layers

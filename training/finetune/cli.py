@@ -15,6 +15,13 @@ from training.finetune.settings import FinetuneSettings
 PROG = "bert finetune"
 
 
+def saved_line(out: str, record: dict) -> str:
+    """The one line a training command ends with: where the model is, its epoch and eval metrics."""
+    best = record["best"] or {}
+    summary = ", ".join(f"{k} {best[k]:.4f}" for k in sorted(best) if isinstance(best[k], float))
+    return f"saved {out} (epoch {record['best_epoch']}){': ' + summary if summary else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
@@ -24,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         from training.finetune.train import finetune
 
-        record = finetune(settings)
-        best = record["best"] or {}
-        summary = ", ".join(f"{k} {best[k]:.4f}" for k in sorted(best) if isinstance(best[k], float))
-        print(f"saved {settings.out} (epoch {record['best_epoch']}){': ' + summary if summary else ''}")
+        print(saved_line(settings.out, finetune(settings)))
         return 0
 
     return run_cli(run, PROG)

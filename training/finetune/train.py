@@ -46,6 +46,24 @@ def load_data(task, path: str, tokenizer, strict: bool, what: str):
     return examples, task.features(examples, tokenizer), len(problems)
 
 
+def load_train_and_eval(task, settings, tokenizer, unlabeled: int | None = None):
+    """--train and --eval read, checked and encoded, with one summary line on stderr:
+    (train_examples, train_features, train_skipped, eval_examples, eval_features, eval_skipped);
+    the eval parts are None, None, 0 without --eval. `unlabeled`: a count the line also gives."""
+    train_examples, train_features, train_skipped = load_data(task, settings.train, tokenizer, settings.strict, "train")
+    eval_examples = eval_features = None
+    eval_skipped = 0
+    if settings.eval:
+        eval_examples, eval_features, eval_skipped = load_data(task, settings.eval, tokenizer, settings.strict, "eval")
+    print(
+        f"train: {len(train_examples)} examples -> {len(train_features)} features"
+        + (f", {unlabeled} unlabeled" if unlabeled is not None else "")
+        + (f"; eval: {len(eval_examples)} examples -> {len(eval_features)} features" if eval_examples else ""),
+        file=sys.stderr,
+    )
+    return train_examples, train_features, train_skipped, eval_examples, eval_features, eval_skipped
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
@@ -133,15 +151,8 @@ def finetune(settings: FinetuneSettings) -> dict:
     task = make_task(settings)
 
     # --- data ------------------------------------------------------------------------------------
-    train_examples, train_features, train_skipped = load_data(task, settings.train, tokenizer, settings.strict, "train")
-    eval_examples = eval_features = None
-    eval_skipped = 0
-    if settings.eval:
-        eval_examples, eval_features, eval_skipped = load_data(task, settings.eval, tokenizer, settings.strict, "eval")
-    print(
-        f"train: {len(train_examples)} examples -> {len(train_features)} features"
-        + (f"; eval: {len(eval_examples)} examples -> {len(eval_features)} features" if eval_examples else ""),
-        file=sys.stderr,
+    train_examples, train_features, train_skipped, eval_examples, eval_features, eval_skipped = load_train_and_eval(
+        task, settings, tokenizer
     )
 
     # --- model -----------------------------------------------------------------------------------

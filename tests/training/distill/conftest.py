@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/training: finetune_data
 
-from finetune_data import ner_sentences, vocabulary, write_conll, write_squad, write_sst2_tsv  # noqa: E402
+from finetune_data import make_tiny_model, ner_sentences, write_conll, write_squad, write_sst2_tsv  # noqa: E402
 
 FAST = ["--lr", "3e-3", "--batch-size", "8", "--warmup", "0.1", "--threads", "1"]
 NER_WINDOWS = ["--max-seq-len", "16", "--doc-stride", "4"]
@@ -18,26 +18,7 @@ QA_WINDOWS = ["--max-seq-len", "48", "--doc-stride", "16", "--max-query-len", "1
 
 def make_base_model(directory: Path, layers: int = 4) -> Path:
     """A random BERT (no dropout, so runs compare exactly) with the test vocabulary."""
-    import torch
-
-    from model import BertConfig, build_model, save_pretrained
-    from model.tokenizer import BertTokenizer
-
-    vocab = {token: i for i, token in enumerate(vocabulary())}
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    save_pretrained(build_model(config), directory)
-    BertTokenizer.from_vocab(vocab, lowercase=True).save(directory)
-    return directory
+    return make_tiny_model(directory, layers)
 
 
 @pytest.fixture(scope="session")
