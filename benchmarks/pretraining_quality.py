@@ -65,12 +65,13 @@ def bert(*args: str) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def prepare(work: Path, data: Path) -> None:
+def prepare(work: Path, data: Path, objective: str = "mlm+nsp") -> None:
     corpus = data / "corpus"
     inputs = [str(corpus / f"{name}.txt.gz") for name in SOURCES]
     if not (work / "tok" / "vocab.txt").exists():
         bert("tokenizer", "train", "--input", *inputs, "--vocab-size", str(VOCAB_SIZE), "--out", str(work / "tok"))
-    common = ["--tokenizer", str(work / "tok"), "--max-seq-len", str(SEQ_LEN), "--workers", "2", "--no-progress"]
+    common = ["--tokenizer", str(work / "tok"), "--max-seq-len", str(SEQ_LEN), "--workers", "2", "--no-progress",
+              "--objective", objective]  # fmt: skip
     if not (work / "data" / "train" / "manifest.json").exists():
         bert("data", "pretraining", "--input", *inputs, "--out", str(work / "data" / "train"), "--dynamic-masking",
              *common)  # fmt: skip
@@ -138,12 +139,16 @@ def pretrain_args(work: Path, out: Path, max_steps: int) -> list[str]:
         "pretrain", "--model-config", str(config), "--data", str(work / "data" / "train"),
         "--eval-data", str(work / "data" / "heldout"), "--out", str(out), "--max-steps", str(max_steps),
         "--batch-size", str(BATCH_SIZE), "--lr", str(chosen["lr"]), "--warmup", "0.06", "--log-every", "10",
-        "--eval-every", str(every), "--eval-batches", "10", "--save-every", str(every), "--no-progress",
+        "--eval-every", str(every), "--eval-batches", "10", "--save-every", str(every), "--keep", "8",
+        "--precision", "fp32", "--no-progress",
     ]  # fmt: skip
 
 
-def pretrain(work: Path, minutes: float) -> None:
+def pretrain(work: Path, minutes: float, max_steps: int | None = None) -> None:
+    """Pretrain for `max_steps`, or for as many steps as a probe says fit in `minutes`."""
     run = work / "run"
+    if max_steps and not (work / "probe.json").exists():
+        (work / "probe.json").write_text(json.dumps({"step_s": None, "max_steps": max_steps}))
     if not (run / "model" / "config.json").exists():
         if not (work / "probe.json").exists():
             probe = work / "probe"
@@ -187,8 +192,8 @@ def extend(work: Path, minutes: float, max_steps: int | None = None) -> None:
     bert("plot", str(run))
 
 
-def evaluate_heldout(work: Path) -> dict:
-    """The final model on every instance of the held-out set."""
+def evaluate_heldout(work: Path, model_dir: Path | None = None) -> dict:
+    """The final model (or `model_dir`) on every instance of the held-out set."""
     import torch
 
     from model import load_pretrained
@@ -197,7 +202,7 @@ def evaluate_heldout(work: Path) -> dict:
     from training.pretrain_step import evaluate
     from training.pretraining_data import open_pretraining_data
 
-    model = load_pretrained(work / "run" / "model", head="pretraining")
+    model = load_pretrained(model_dir or work / "run" / "model", head="pretraining")
     data = open_pretraining_data(work / "data" / "heldout")
     settings = PretrainSettings(data="", out="", batch_size=64, eval_batches=0)
     result = evaluate(model, data, settings, DistInfo(0, 0, 1), torch.device("cpu"), "cpu", "fp32")
@@ -222,6 +227,54 @@ def finetune_inits(work: Path) -> tuple[Path, Path]:
     return pretrained, random_init
 
 
+def sst2_finetune(work: Path, model_dir: Path, out: Path, train: str, epochs: int, lr: float) -> dict:
+    """`bert finetune classify` on work/sst2/TRAIN, scored on the held-out rows (skipped when done)."""
+    if not (out / "metrics.json").exists():
+        bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / train),
+             "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(epochs),
+             "--lr", str(lr), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
+             "--seed", "0", "--threads", "2")  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())
+
+
+STANDARD_ARMS = (("", "train.tsv", FT["epochs"]), (f"_{FEW_SHOT_ROWS}", f"train_{FEW_SHOT_ROWS}.tsv", FEW_SHOT_EPOCHS))
+
+
+def curve(work: Path, data: str | None = None) -> None:
+    """Both SST-2 arms fine-tuned from every kept checkpoint of the run: the gain over random init
+    against pretraining steps, in run/downstream.jsonl (drawn by `bert plot`)."""
+    from model import load_pretrained, save_pretrained
+    from training.checkpointing import list_checkpoints
+
+    finetune(work, None, data)  # the final model and the random initialisation, both arms
+    random_init = {s: json.loads((work / f"ft_random_init{s}" / "metrics.json").read_text())
+                   for s, _, _ in STANDARD_ARMS}  # fmt: skip
+    records = []
+    for step, checkpoint in list_checkpoints(work / "run" / "checkpoints"):
+        point = work / "curve" / f"step-{step}"
+        init = point / "init"
+        if not (init / "config.json").exists():
+            model = load_pretrained(checkpoint, head="pretraining")
+            model.config = model.config.replace(hidden_dropout_prob=FT_DROPOUT, attention_probs_dropout_prob=FT_DROPOUT)
+            save_pretrained(model, init)
+            for f in (work / "tok").iterdir():
+                shutil.copy2(f, init / f.name)
+        if not (point / "heldout_eval.json").exists():
+            (point / "heldout_eval.json").write_text(json.dumps(evaluate_heldout(work, checkpoint)))
+        record = {"step": step, "heldout_mlm_acc": json.loads((point / "heldout_eval.json").read_text())["mlm_acc"]}
+        for suffix, train, epochs in STANDARD_ARMS:
+            metrics = sst2_finetune(work, init, point / f"ft{suffix}", train, epochs, FT["lr"])
+            rows = FT["train_rows"] if not suffix else FEW_SHOT_ROWS
+            accuracy, baseline = metrics["best"]["accuracy"], random_init[suffix]["best"]["accuracy"]
+            record[f"sst2_{rows}_accuracy"] = accuracy
+            record[f"sst2_{rows}_random_init"] = baseline
+            record[f"sst2_{rows}_gain_points"] = 100 * (accuracy - baseline)
+        records.append(record)
+        print(json.dumps(record), flush=True)
+    (work / "run" / "downstream.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    bert("plot", str(work / "run"))
+
+
 def finetune(work: Path, few_shot_lrs: list[float] | None = None, data: str | None = None) -> None:
     pretrained, random_init = finetune_inits(work)
     split_sst2(work / "sst2", data)
@@ -233,13 +286,7 @@ def finetune(work: Path, few_shot_lrs: list[float] | None = None, data: str | No
     arms = [(f"ft_{name}{suffix}", model_dir, train, epochs, lr)
             for suffix, train, epochs, lr in runs for name, model_dir in inits]  # fmt: skip
     for name, model_dir, train, epochs, lr in arms:
-        out = work / name
-        if (out / "metrics.json").exists():
-            continue
-        bert("finetune", "classify", "--model", str(model_dir), "--train", str(work / "sst2" / train),
-             "--eval", str(work / "sst2" / "heldout.tsv"), "--out", str(out), "--epochs", str(epochs),
-             "--lr", str(lr), "--batch-size", str(FT["batch_size"]), "--max-seq-len", str(FT["max_seq_len"]),
-             "--seed", "0", "--threads", "2")  # fmt: skip
+        sst2_finetune(work, model_dir, work / name, train, epochs, lr)
 
 
 def few_shot_sweep(work: Path) -> list[dict]:
@@ -465,11 +512,21 @@ def report(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "heads", "report"])
+    parser.add_argument("stage", choices=["prepare", "pretrain", "extend", "finetune", "curve", "heads", "report"])
     parser.add_argument("--work", type=Path, default=Path("runs/pretraining-quality"))
     parser.add_argument("--data-dir", help="prepare: the datasets, with corpus/ and sst2/ (default: $BERTKIT_DATA)")
+    parser.add_argument(
+        "--objective",
+        default="mlm+nsp",
+        choices=["mlm+nsp", "mlm", "mlm+sop"],
+        help="prepare: the pretraining objective the data is built for (fixed per --work)",
+    )
     parser.add_argument("--minutes", type=float, default=28.0, help="pretraining time budget")
-    parser.add_argument("--max-steps", type=int, help="extend: the step to resume up to (instead of --minutes)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="pretrain: steps of the run; extend: the step to resume up to (both instead of --minutes)",
+    )
     parser.add_argument("--lr", type=float, help="pretraining peak learning rate (default 1e-3; fixed per --work)")
     parser.add_argument("--dropout", type=float, help="pretraining dropout (default 0; fine-tuning uses 0.1)")
     parser.add_argument("--few-shot-lrs", type=float, nargs="*", help="finetune: the low-resource arm at these lrs too")
@@ -478,10 +535,11 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage == "pretrain":
         recipe(args.work, lr=args.lr, dropout=args.dropout)
-    {"prepare": lambda: prepare(args.work, data_dir(args.data_dir)),
-     "pretrain": lambda: pretrain(args.work, args.minutes),
+    {"prepare": lambda: prepare(args.work, data_dir(args.data_dir), args.objective),
+     "pretrain": lambda: pretrain(args.work, args.minutes, args.max_steps),
      "extend": lambda: extend(args.work, args.minutes, args.max_steps),
      "finetune": lambda: finetune(args.work, args.few_shot_lrs, args.data_dir), "heads": lambda: heads(args.work),
+     "curve": lambda: curve(args.work, args.data_dir),
      "report": lambda: report(args.work)}[args.stage]()  # fmt: skip
     return 0
 
