@@ -5,12 +5,21 @@ from __future__ import annotations
 import contextvars
 import json
 
+from starlette.responses import JSONResponse
+
+from service.errors import ApiError
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 def error_json(type_: str, message: str, details=None) -> dict:
     """The body of every error answer: {"error": {type, message, details, request_id}}."""
     return {"error": {"type": type_, "message": message, "details": details, "request_id": request_id_var.get()}}
+
+
+def api_error_response(err: ApiError) -> JSONResponse:
+    """The answer to an ApiError: its status, headers and error body (the app's handler and the fast path)."""
+    return JSONResponse(error_json(err.type, err.message, err.details), err.status, err.headers)
 
 
 async def send_json(send, status: int, payload: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:

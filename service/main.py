@@ -6,6 +6,7 @@ lets in-flight requests finish (uvicorn drains connections), then stops the batc
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import random
@@ -23,12 +24,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.asgi import error_json, header, replaying, request_id_var, send_json
+from service.asgi import api_error_response, error_json, header, replaying, request_id_var, send_json
 from service.config import ServiceSettings
 from service.errors import ApiError, ClientGoneError
 from service.overload_gate import ENDPOINT_KEY, REFUSED_KEY, OverloadGateMiddleware, RefusalLog
 from service.routes import ops, tasks
 from service.state import AppState, BundleRefusedError
+from service.task_fast_path import TaskFastPathMiddleware
 
 log = logging.getLogger("service")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -168,7 +170,7 @@ def _field_name(loc) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return JSONResponse(error_json(err.type, err.message, err.details), err.status, err.headers)
+        return api_error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
@@ -254,6 +256,11 @@ def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
                 state.close(timeout=5)
                 raise
             _hook_shutdown_signals(state)
+            # Start-up's objects (vocabularies, sessions, routes, schemas) live as long as the process:
+            # out of the collector's generations, the full collections that per-request garbage
+            # triggers no longer walk them all again.
+            gc.collect()
+            gc.freeze()
         state.lifespans += 1
         try:
             yield
@@ -282,6 +289,8 @@ def create_app(settings: ServiceSettings | None = None, loader=None) -> FastAPI:
             return FileResponse(STATIC_DIR / "index.html")
 
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if not settings.opentelemetry:  # with OpenTelemetry on, every request goes through FastAPI (its spans)
+        app.add_middleware(TaskFastPathMiddleware, state=state)  # inside CORS, which adds its headers
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
