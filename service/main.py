@@ -75,6 +75,16 @@ class RequestContextMiddleware:
         self.app = app
         self.state = state
         self.refusals = RefusalLog()
+        self._counted: dict[tuple[str, int], tuple] = {}  # (endpoint, status) -> its labelled metrics
+
+    def _metrics_of(self, endpoint: str, status: int) -> tuple:
+        """The request counter and latency histogram of (endpoint, status), labelled once, not per request."""
+        found = self._counted.get((endpoint, status))
+        if found is None:
+            m = self.state.metrics
+            found = m.requests.labels(endpoint, str(status)), m.request_seconds.labels(endpoint)
+            self._counted[(endpoint, status)] = found
+        return found
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -109,8 +119,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or scope.get(ENDPOINT_KEY) or "other"
             elapsed = time.perf_counter() - start
-            self.state.metrics.requests.labels(endpoint, str(status)).inc()
-            self.state.metrics.request_seconds.labels(endpoint).observe(elapsed)
+            requests, seconds = self._metrics_of(endpoint, status)
+            requests.inc()
+            seconds.observe(elapsed)
             if REFUSED_KEY in scope:
                 self.refusals.note(scope[REFUSED_KEY])  # a line a second, not one per 429
             else:
