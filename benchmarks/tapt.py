@@ -223,7 +223,7 @@ def task_table(record: dict, seeds: list[int]) -> str:
     what = "rows" if plan["kind"] == "classify" else "sentences"
     return (
         f"### {plan['key']}: held-out {metric} (%), {plan['labelled']:,} labelled {what} per seed, "
-        f"{record['sizes']['heldout']:,} held-out {what}\n\n"
+        f"{record['sizes']['heldout']:,} held-out {what}\n\nCommand: `{record['command']}`\n\n"
         + markdown_table(["seed", "MiniLM fine-tuned", "TAPT, then fine-tuned", "gain (points)"], rows)
         + f"\n\nTAPT: {t['steps']:,} steps x {TAPT['batch_size']} x {TAPT['max_seq_len']} tokens on "
         f"{record['sizes']['tapt_texts']:,} unlabelled texts ({t['instances']:,} packed sequences, "
@@ -250,11 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     tasks = {}
     if not args.quick and results_path.exists():
         tasks = json.loads(results_path.read_text()).get("tasks", {})
+    command = "python benchmarks/tapt.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for key in args.tasks:
-        tasks[key] = run_task(PLANS[key], args, base, args.work) | {"seeds": args.seeds}
+        tasks[key] = run_task(PLANS[key], args, base, args.work) | {"seeds": args.seeds, "command": command}
         tables = "\n".join(task_table(r, r["seeds"]) for r in tasks.values())
-        command = "python benchmarks/tapt.py " + " ".join(a for a in (argv or sys.argv[1:]))
-        header = (f"# Task-adaptive continued pretraining (TAPT) of all-MiniLM-L6-v2\n\nCommand: `{command}`. "
+        header = (f"# Task-adaptive continued pretraining (TAPT) of all-MiniLM-L6-v2\n\n"
                   f"Machine: {cpu_model()} ({', '.join(cpu_flags())}), 2 cores. Every score is one `bert evaluate` "
                   "of the final fine-tuned model (fp32) on held-out rows used for nothing else.\n\n")  # fmt: skip
         payload = {"machine": machine(), "tapt_settings": TAPT, "tasks": tasks}
