@@ -10,8 +10,8 @@ Per task:
    stripped, one text per line (`tapt.txt`). Per seed, a labelled sample (SST-2 2,000 rows, CoNLL
    1,000 sentences) is drawn with that seed from the same non-held-out rows.
 2. TAPT, once per task: `bert data pretraining --input-format lines --objective mlm --dynamic-masking`
-   on tapt.txt with MiniLM's vocabulary (a line is one short text: no sentence pairs to form, so MLM
-   only, texts packed into full 128-token sequences), then `bert pretrain --init $MINILM` (MiniLM
+   --masking whole-word on tapt.txt with MiniLM's vocabulary (a line is one short text: no sentence
+   pairs to form, so MLM only, texts packed into full 128-token sequences), then `bert pretrain --init $MINILM` (MiniLM
    ships no MLM head: the transform gets BERT's initialisation, the decoder is tied to the word
    embeddings), peak lr 1e-4, 10% warm-up, --precision auto. The step count is fixed by a 20-step
    probe so that the run fits --tapt-minutes (the issue's cap: 30 minutes on 2 cores).
@@ -63,7 +63,7 @@ PLANS = {
     "sst2": Plan("sst2", "classify", "accuracy", 2000, 3, 5e-5, 32, 64),
     "conll2003": Plan("conll2003", "ner", "f1", 1000, 5, 1e-4, 16, 128),
 }
-TAPT = {"lr": 1e-4, "warmup": 0.1, "batch_size": 32, "max_seq_len": 128}
+TAPT = {"lr": 1e-4, "warmup": 0.1, "batch_size": 32, "max_seq_len": 128, "masking": "whole-word"}
 
 
 def minilm() -> Path:
@@ -138,7 +138,8 @@ def tapt(plan: Plan, base: Path, directory: Path, runner: Steps, minutes: float,
     work = directory / "tapt"
     data = work / "data"
     runner.run("tapt-data", [*PYTHON, "data", "pretraining", "--input", str(directory / "data" / "tapt.txt"),
-                             "--input-format", "lines", "--objective", "mlm", "--dynamic-masking", "--tokenizer",
+                             "--input-format", "lines", "--objective", "mlm", "--masking", TAPT["masking"],
+                             "--dynamic-masking", "--tokenizer",
                              str(base), "--max-seq-len", str(TAPT["max_seq_len"]), "--out", str(data),
                              "--no-progress"], data / "manifest.json")  # fmt: skip
     probe_file = work / "probe.json"
