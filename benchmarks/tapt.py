@@ -9,12 +9,13 @@ Per task:
    CoNLL-2003, valid.txt (3,250 sentences). The TAPT text is every other training text, labels
    stripped, one text per line (`tapt.txt`). Per seed, a labelled sample (SST-2 2,000 rows, CoNLL
    1,000 sentences) is drawn with that seed from the same non-held-out rows.
-2. TAPT, once per task: `bert data pretraining --input-format lines --objective mlm --dynamic-masking`
-   --masking whole-word on tapt.txt with MiniLM's vocabulary (a line is one short text: no sentence
-   pairs to form, so MLM only, texts packed into full 128-token sequences), then `bert pretrain --init $MINILM` (MiniLM
-   ships no MLM head: the transform gets BERT's initialisation, the decoder is tied to the word
-   embeddings), peak lr 1e-4, 10% warm-up, --precision auto. The step count is fixed by a 20-step
-   probe so that the run fits --tapt-minutes (the issue's cap: 30 minutes on 2 cores).
+2. TAPT, once per task: `bert data pretraining --input-format lines --objective mlm --masking
+   whole-word --dynamic-masking` on tapt.txt with MiniLM's vocabulary (a line is one short text: no
+   sentence pairs to form, so MLM only, texts packed into full 128-token sequences), then `bert
+   pretrain --init $MINILM` (MiniLM ships no MLM head: the transform gets BERT's initialisation, the
+   decoder is tied to the word embeddings), peak lr 1e-4, 10% warm-up, --precision auto. The step
+   count is --tapt-steps, or what a 20-step probe says fits --tapt-minutes (the issue's cap: 30
+   minutes on 2 cores).
 3. Per seed: `bert finetune` from $MINILM and from the TAPT model, same sample, seed and
    hyper-parameters (SST-2: 3 epochs, lr 5e-5, batch 32, 64 tokens; CoNLL: 5 epochs, lr 1e-4, batch
    16, 128 tokens), no --eval; then `bert evaluate` scores each final model once on the held-out rows.
