@@ -35,6 +35,10 @@ place (FIFO). The request's own sequences then run after what was ahead, so a on
 waits at most max_queue_ms plus the rest of the batch running when it arrived (if the estimate
 holds). `admit` takes this decision before the caller spends any tokenization, holding a
 reservation of the estimated size until `submit`.
+
+An `outside_wait` source (seconds) adds the wait a request also has outside this queue, e.g. for
+the event loop (service.loop_lag): refused when wait + outside wait > max_queue_ms, counted only
+when there is work ahead, so a request to an empty queue is always admitted.
 """
 
 from __future__ import annotations
@@ -288,12 +292,15 @@ class Batcher:
         observer: Observer | None = None,
         name: str = "model",
         clock: Callable[[], float] = time.monotonic,
+        outside_wait: Callable[[], float] | None = None,
     ):
         self.backend = backend
         self.config = config or BatchingConfig()
         self.observer = observer or _NullObserver()
         self.name = name
         self._clock = clock
+        # Seconds an admitted request also waits outside this queue (the event loop, service.loop_lag)
+        self._outside_wait = outside_wait or (lambda: 0.0)
         self._cond = threading.Condition()
         self._queue: deque[Entry] = deque()
         self._queued_tokens = 0
@@ -483,12 +490,17 @@ class Batcher:
         cfg = self.config
         if cfg.max_queue_ms is None:
             return
-        wait, budget = self._seconds_locked(self._work_ahead_locked()), cfg.max_queue_ms / 1000
-        if wait > budget:
+        work = self._work_ahead_locked()
+        queued, budget = self._seconds_locked(work), cfg.max_queue_ms / 1000
+        # The wait outside the queue counts only with work ahead: a request to an empty queue runs in
+        # the next batch, and refusing it would leave the model idle (never a refusal at idle).
+        outside = max(0.0, self._outside_wait()) if work > 0 else 0.0
+        if queued + outside > budget:
+            also = f" plus about {outside * 1000:.0f} ms for the event loop" if outside >= 0.0005 else ""
             raise QueueFullError(
-                f"model {self.name!r} is overloaded: the work queued ahead would take about {wait * 1000:.0f} ms, "
-                f"more than max_queue_ms ({cfg.max_queue_ms:g})",
-                _retry_after(wait - budget),
+                f"model {self.name!r} is overloaded: the work queued ahead would take about {queued * 1000:.0f} ms"
+                f"{also}, more than max_queue_ms ({cfg.max_queue_ms:g})",
+                _retry_after(queued + outside - budget),
             )
 
     def _check_caps_locked(self, entries: int, tokens: int) -> None:

@@ -152,6 +152,17 @@ class ServiceSettings(BaseSettings):
         "max_queue_requests / max_queue_tokens caps.",
     )
 
+    loop_lag_factor: float = Field(
+        2.0,
+        ge=0,
+        description="Event-loop lags a request is expected to wait on top of the model's queue: admission refuses "
+        "when the queue wait plus this many times the measured event-loop lag (how late a 10 ms timer fires, "
+        "smoothed over ~0.5 s) is over max_queue_ms, and Retry-After counts it too. Under thousands of "
+        "connections a request waits for the loop before it is read and again before its answer is written; "
+        "without this the p99 of accepted requests is max_queue_ms plus those waits. Only counted while work "
+        "is queued ahead (a request to an idle model is always admitted). 0 = count the model queue only.",
+    )
+
     # --- request limits ------------------------------------------------------------------------
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body; larger bodies get 413.")
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one request; more get 413.")

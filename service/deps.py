@@ -65,23 +65,34 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (and its queued sequences) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
+    """Await `work`, cancelling it (and its queued sequences) if the client disconnects first.
+
+    `work` runs in the calling task, not a task of its own: under load every task hand-off waits a
+    whole event-loop iteration (service.loop_lag), and a separate task costs two of them (its start
+    and waking the caller when it ends). A gone client cancels the calling task instead, and that
+    cancellation is turned into ClientGoneError here.
+    """
+    current = asyncio.current_task()
     watcher = asyncio.ensure_future(_wait_disconnect(request))
+    waiting, gone = True, False
 
     def on_watcher_done(w: asyncio.Future) -> None:
-        if not w.cancelled():
+        nonlocal gone
+        if waiting and not w.cancelled():
             w.exception()  # mark it seen; a failed receive counts as a gone client too
-            task.cancel()
+            gone = True
+            current.cancel()
 
     # A done-callback instead of asyncio.wait: one less future and four less callbacks per request.
     watcher.add_done_callback(on_watcher_done)
     try:
-        return await task  # cancelling this request cancels `task` too
+        return await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
+        if gone:
+            current.uncancel()  # our own cancellation, handled here
             raise ClientGoneError("the client closed the connection before the answer was ready") from None
         raise
     finally:
+        waiting = False  # a callback already scheduled must not cancel what the caller does next
         watcher.remove_done_callback(on_watcher_done)
         watcher.cancel()

@@ -196,7 +196,10 @@ class ModelEngine:
         else:
             waiter = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         try:
-            outputs = await asyncio.wait_for(waiter, deadline.remaining())
+            # asyncio.timeout, not wait_for: wait_for (Python 3.11) awaits a future of its own that the
+            # waiter's callback completes, one more event-loop iteration per request under load.
+            async with asyncio.timeout(deadline.remaining()):
+                outputs = await waiter
             return [outputs] if len(futures) == 1 else list(outputs)
         except (TimeoutError, DeadlineExceededError):
             raise DeadlineError("the request's deadline passed before the model answered") from None

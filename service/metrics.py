@@ -53,6 +53,9 @@ class Metrics:
         self.dropped = Counter(
             "bertkit_dropped_sequences", "Queued sequences dropped before inference", ["model", "reason"], registry=r
         )
+        self.loop_lag = Gauge(
+            "bertkit_event_loop_lag_seconds", "How late the event loop runs a due timer (smoothed)", registry=r
+        )
         self.rejected = Counter("bertkit_rejected_requests", "Requests refused with 429", ["model"], registry=r)
 
     def observer(self, model: str) -> BatchObserver:

@@ -17,6 +17,7 @@ from service.backends import OnnxBackend, open_model, warmup_batches
 from service.batching import Batcher, BatchingConfig
 from service.config import ServiceSettings
 from service.engine import Deadline, ModelEngine
+from service.loop_lag import LoopLag
 from service.metrics import Metrics
 from service.store import BundleRefusedError, ModelStore, Registry, Version, first_line
 
@@ -57,9 +58,12 @@ class AppState:
     tokenize_pool: ThreadPoolExecutor | None = None
     loader: Any = None  # replaces core.bundle.load_bundle (tests)
     poller: asyncio.Task | None = None
+    loop_lag: LoopLag = field(default_factory=LoopLag)  # admission counts it (settings.loop_lag_factor)
+    lag_watcher: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.metrics.loop_lag.set_function(lambda: self.loop_lag.seconds)
         store = None
         if s.model_store is not None:
             device, _ = choose_device(s.provider, available_providers())
@@ -102,14 +106,16 @@ class AppState:
     # --- start and stop ------------------------------------------------------------------------
 
     async def start(self, loader=None) -> None:
-        """Load (in a thread) and start polling the model store when the settings ask for it."""
+        """Load (in a thread), then watch the event loop's lag and poll the model store when the settings ask."""
         await asyncio.to_thread(self.load, loader)
+        self.lag_watcher = asyncio.create_task(self.loop_lag.watch())
         if self.registry.store is not None and self.settings.model_store_poll_s > 0:
             self.poller = asyncio.create_task(self._poll(self.settings.model_store_poll_s))
 
     async def stop(self, timeout: float | None = None) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
+        for task in (self.poller, self.lag_watcher):
+            if task is not None:
+                task.cancel()
         await asyncio.to_thread(self.close, timeout)
 
     async def _poll(self, every_s: float) -> None:
@@ -167,6 +173,10 @@ class AppState:
     def _close_engine(self, engine: ModelEngine, timeout: float | None = None) -> None:
         engine.batcher.close(timeout)
 
+    def _loop_wait(self) -> float:
+        """Seconds an admitted request is expected to wait for the event loop (the batcher's outside wait)."""
+        return self.settings.loop_lag_factor * self.loop_lag.seconds
+
     def _queued(self, name: str) -> tuple[int, int]:
         """(sequences, tokens) queued for the model loaded as `name` now; looked up by name so that an unloaded
         model's batcher (and its session) is not kept alive by the gauges."""
@@ -197,7 +207,7 @@ class AppState:
             )  # fmt: skip
         backend = OnnxBackend(bundle, opened.device)
         config = self.batching_config(opened.device)
-        batcher = Batcher(backend, config, self.metrics.observer(name), name=name)
+        batcher = Batcher(backend, config, self.metrics.observer(name), name=name, outside_wait=self._loop_wait)
         self.metrics.queue_length.labels(name).set_function(lambda: self._queued(name)[0])
         self.metrics.queue_tokens.labels(name).set_function(lambda: self._queued(name)[1])
         return ModelEngine(bundle, batcher, self.tokenize_pool, self.metrics, opened.device, name, version)

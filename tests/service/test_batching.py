@@ -442,3 +442,27 @@ def test_a_large_request_is_admitted_under_a_stream_of_small_ones(fake_backend_c
     batcher.close(2)
     assert refused  # small requests were being refused around it: the queue was at its budget
     assert admitted_after < 1.0, (admitted_after, tries)
+
+
+def test_the_wait_outside_the_queue_counts_only_with_work_ahead(fake_backend_cls):
+    # 10-token sequences at 500 tokens/s: 20 ms of work each; a 100 ms budget; the event loop adds 50 ms.
+    outside = [0.05]
+    gate = threading.Event()
+    config = BatchingConfig(max_batch_size=1, overhead_tokens=0, max_queue_ms=100, prior_tokens_per_s=500)
+    backend = fake_backend_cls(gate=gate)
+    batcher = Batcher(backend, config, outside_wait=lambda: outside[0])
+    outside[0] = 10.0  # however slow the loop, a request to an empty queue is admitted (the model would idle)
+    assert batcher.refusal() is None
+    first = batcher.submit([Item(0, 10)])
+    assert backend.started.wait(2)  # running, so no longer ahead of anyone
+    outside[0] = 0.05
+    accepted = first + [f for i in range(1, 4) for f in batcher.submit([Item(i, 10)])]  # 20-60 ms queued + 50 ms
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit([Item(9, 10)])  # 60 ms queued (the first is running) + 50 ms > 100 ms
+    assert refused.value.retry_after_s == 1 and "event loop" in str(refused.value)
+    assert isinstance(batcher.refusal(), QueueFullError)  # the overload gate's read agrees
+    outside[0] = 0.0
+    assert batcher.refusal() is None  # without the loop's wait it fits
+    gate.set()
+    assert [f.result(2) for f in accepted] == [0, 10, 20, 30]
+    batcher.close(2)
