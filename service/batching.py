@@ -356,47 +356,28 @@ class Batcher:
         With the `reservation` of `admit` the wait was already checked and only the hard caps are;
         without one, the wait is checked here.
         """
-        with self._cond:
-            futures = self._submit_locked(list(items), reservation)
-            self._cond.notify_all()
-        return futures
-
-    def submit_each(
-        self, requests: Sequence[tuple[Sequence[Item], Reservation | None]]
-    ) -> list[list[Future] | Exception]:
-        """`submit` for several requests in one hold of the lock, so a backend thread woken by the first finds
-        them all (requests tokenized together are batched together). Per request, in order: its futures, or
-        the QueueFullError, RequestTooLargeError or BatcherClosedError that `submit` would raise for it."""
-        outcomes: list[list[Future] | Exception] = []
-        with self._cond:
-            for items, reservation in requests:
-                try:
-                    outcomes.append(self._submit_locked(list(items), reservation))
-                except (QueueFullError, RequestTooLargeError, BatcherClosedError) as err:
-                    outcomes.append(err)
-            self._cond.notify_all()
-        return outcomes
-
-    def _submit_locked(self, items: list[Item], reservation: Reservation | None) -> list[Future]:
+        items = list(items)
         tokens = sum(item.length for item in items)
         cfg = self.config
-        if reservation is not None:
-            self._release_reservation_locked(reservation)
-        if len(items) > cfg.max_queue_requests or tokens > cfg.max_queue_tokens:
-            raise RequestTooLargeError(self._too_large(len(items), tokens))
-        self._check_open_locked()
-        if reservation is None:
-            self._check_wait_locked()
-        self._check_caps_locked(len(items), tokens)
-        now = self._clock()
-        futures = []
-        for item in items:
-            entry = Entry(item, Future(), now, next(self._seq))
-            entry.future.add_done_callback(lambda _f, e=entry: self._on_done(e))
-            self._queue.append(entry)
-            futures.append(entry.future)
-        self._queued_entries += len(items)
-        self._queued_tokens += tokens
+        with self._cond:
+            if reservation is not None:
+                self._release_reservation_locked(reservation)
+            if len(items) > cfg.max_queue_requests or tokens > cfg.max_queue_tokens:
+                raise RequestTooLargeError(self._too_large(len(items), tokens))
+            self._check_open_locked()
+            if reservation is None:
+                self._check_wait_locked()
+            self._check_caps_locked(len(items), tokens)
+            now = self._clock()
+            futures = []
+            for item in items:
+                entry = Entry(item, Future(), now, next(self._seq))
+                entry.future.add_done_callback(lambda _f, e=entry: self._on_done(e))
+                self._queue.append(entry)
+                futures.append(entry.future)
+            self._queued_entries += len(items)
+            self._queued_tokens += tokens
+            self._cond.notify_all()
         return futures
 
     def refusal(self) -> QueueFullError | None:

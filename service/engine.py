@@ -13,11 +13,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
+from core.batches import ModelInput
 from core.inference.answers import (
     Classify,
     ClassifyOptions,
@@ -50,7 +53,6 @@ from service.errors import (
     UnavailableError,
 )
 from service.metrics import Metrics
-from service.thread_waiter import ThreadWaiter
 
 TASK_ROUTES = {
     "sequence-classification": "/v1/classify",
@@ -130,9 +132,6 @@ class ModelEngine:
         self._metrics = metrics
         self._tokenize_seconds = metrics.tokenize_seconds.labels(self.name)  # the labelled child, looked up once
         self._tokenizers = _ThreadTokenizers(bundle.tokenizer)
-        self._waiting: list[_Trip] = []  # trips not yet taken by a tokenizer-pool job
-        self._waiting_lock = threading.Lock()
-        self._job_pending = False  # a pool job is submitted that has not yet taken `_waiting`
         self.tokenizer: BertTokenizer = bundle.tokenizer  # for read-only lookups (ids, vocab)
 
     @property
@@ -179,56 +178,45 @@ class ModelEngine:
         finally:
             self.batcher.release(reservation)
 
-    def _start(self, trip: _Trip) -> None:
-        """Queue `trip` for the tokenizer pool: one pool job takes every trip waiting when it starts."""
-        with self._waiting_lock:
-            self._waiting.append(trip)
-            start_job, self._job_pending = not self._job_pending, True
-        if start_job:
-            try:
-                self._pool.submit(self._tokenize_waiting)
-            except RuntimeError:  # the pool is shut down
-                with self._waiting_lock:
-                    self._waiting.remove(trip)
-                    self._job_pending = False
-                raise
+    async def infer(
+        self, inputs: list[ModelInput], deadline: Deadline, reservation: Reservation | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Queue sequences through the batcher and wait for all of them, in order.
 
-    def _tokenize_waiting(self) -> None:
-        """(Tokenizer-pool thread.) Encode every waiting trip and queue them: the first at once (an idle
-        model starts on it while the others are encoded), the rest in one hold of the batcher's lock, so
-        the requests of a burst reach the batcher together and are batched together, not one by one."""
-        with self._waiting_lock:
-            trips, self._waiting, self._job_pending = self._waiting, [], False
+        With the `reservation` of an admitted request only the hard queue caps are checked here;
+        without one, the wait bound too.
+        """
+        if not inputs:
+            return []
+        items = [Item(payload=x, length=len(x), deadline=deadline.at) for x in inputs]
+        with self._queue_errors():
+            futures = self.batcher.submit(items, reservation)
+        if len(futures) == 1:  # the common case: no gather around one future
+            waiter = asyncio.wrap_future(futures[0])
+        else:
+            waiter = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         try:
-            for group in (trips[:1], trips[1:]):
-                encoded = [trip for trip in group if trip.encode(self._tokenizers.tokenizer)]
-                live = [trip for trip in encoded if not trip.cancelled]  # a gone request's reservation is released
-                outcomes = self.batcher.submit_each([(trip.items, trip.reservation) for trip in live]) if live else []
-                for trip, outcome in zip(live, outcomes):
-                    trip.queued(outcome)
-        except BaseException as err:  # not the requests' fault: fail them all rather than leave them waiting
-            for trip in trips:
-                trip.fail(err)
-            raise
+            # asyncio.timeout, not wait_for: wait_for (Python 3.11) awaits a future of its own that the
+            # waiter's callback completes, one more event-loop iteration per request under load.
+            async with asyncio.timeout(deadline.remaining()):
+                outputs = await waiter
+            return [outputs] if len(futures) == 1 else list(outputs)
+        except (TimeoutError, DeadlineExceededError):
+            raise DeadlineError("the request's deadline passed before the model answered") from None
+        finally:
+            for f in futures:  # a timed-out or cancelled request frees its queue slots at once
+                f.cancel()
+            waiter.add_done_callback(lambda g: g.cancelled() or g.exception())  # mark the outcome as seen
 
     async def _answer(self, answerer, inputs: list, deadline: Deadline) -> list:
-        """Admit on the loop, then encode, queue, wait and shape the answers (core.inference) in one
-        trip off it (`_Trip`): the loop awaits one future."""
+        """Admit, encode on the tokenizer pool, queue through the batcher, shape the answers (core.inference)."""
         with self._admission(inputs) as reservation:
-            trip = _Trip(self, answerer, inputs, deadline, reservation, asyncio.get_running_loop())
             try:
-                with self._queue_errors():
-                    self._start(trip)
-                    # asyncio.timeout, not wait_for: wait_for (Python 3.11) awaits a future of its own,
-                    # one more event-loop iteration per request under load.
-                    async with asyncio.timeout(deadline.remaining()):
-                        return await trip.waiter
-            except (TimeoutError, DeadlineExceededError):
-                raise DeadlineError("the request's deadline passed before the model answered") from None
+                model_inputs, state = await self._tokenize(answerer.encode, inputs)
             except InputError as err:
                 raise InvalidInputError(err.field, err.reason) from None
-            finally:
-                trip.cancel()  # a timed-out, failed or disconnected request frees its queue slots at once
+            outputs = await self.infer(model_inputs, deadline, reservation)
+        return answerer.answers(state, outputs)
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -272,110 +260,3 @@ class ModelEngine:
             }
             for e in encodings
         ]
-
-
-class _Trip:
-    """One request's way from the tokenizer pool through the batcher to its answers, off the event loop.
-
-    Under load one event-loop iteration lasts 0.1-0.2 s, and every hand-off of a request between a
-    thread and the loop waits about one (service.loop_lag). So the loop makes one hand-off out (a
-    tokenizer-pool job, `ModelEngine._tokenize_waiting`) and gets one back (`waiter`, a ThreadWaiter:
-    one call_soon_threadsafe of the task's own wake-up). The pool thread encodes the inputs and
-    submits them to the batcher; the backend thread that finishes the request's last sequence
-    shapes the answers (core.inference) and hands them, or the first error, to the loop.
-
-    `cancel` (the loop gave up: deadline, disconnect, error) stops a trip still being tokenized
-    before it submits and cancels its queued sequences, which frees their queue slots at once.
-    """
-
-    def __init__(self, engine: ModelEngine, answerer, inputs: list, deadline: Deadline, reservation, loop):
-        self.engine, self.answerer, self.inputs = engine, answerer, inputs
-        self.deadline, self.reservation, self.loop = deadline, reservation, loop
-        self.waiter = ThreadWaiter(loop)
-        self.submitted = time.perf_counter()
-        self._lock = threading.Lock()
-        self._cancelled = self._finished = False
-        self._futures: list[Future] = []
-        self._outputs: list = []
-        self._pending = 0
-        self._state: Any = None
-        self.items: list[Item] = []
-
-    # --- tokenizer-pool thread -----------------------------------------------------------------
-
-    def encode(self, tokenizer) -> bool:
-        """Encode the inputs into `items`; False when there is nothing to queue (answered, failed or cancelled)."""
-        if self._cancelled:
-            return False
-        try:
-            try:
-                model_inputs, self._state = self.answerer.encode(tokenizer, self.inputs)
-            finally:
-                self.engine._tokenize_seconds.observe(time.perf_counter() - self.submitted)
-            if not model_inputs:
-                self._answer()
-                return False
-            self.items = [Item(payload=x, length=len(x), deadline=self.deadline.at) for x in model_inputs]
-            return True
-        except Exception as err:  # InputError: the loop answers 422
-            self._finish(None, err)
-            return False
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def queued(self, outcome: list[Future] | Exception) -> None:
-        """The batcher's answer to `submit_each`: the sequences' futures, or its refusal."""
-        if isinstance(outcome, Exception):
-            return self._finish(None, outcome)
-        with self._lock:
-            self._futures = outcome
-            self._outputs, self._pending = [None] * len(outcome), len(outcome)
-            cancelled = self._cancelled
-        if cancelled:  # `cancel` ran between the check and the submit: free the slots now
-            for future in outcome:
-                future.cancel()
-            return
-        for i, future in enumerate(outcome):
-            future.add_done_callback(lambda f, i=i: self._sequence_done(i, f))
-
-    # --- backend thread (whichever finishes a sequence) ----------------------------------------
-
-    def _sequence_done(self, i: int, future: Future) -> None:
-        if future.cancelled():
-            return  # by `cancel`: the loop no longer waits
-        err = future.exception()
-        if err is not None:
-            return self._finish(None, err)
-        with self._lock:
-            self._outputs[i] = future.result()
-            self._pending -= 1
-            last = self._pending == 0
-        if last:
-            self._answer()
-
-    def _answer(self) -> None:
-        try:
-            answers = self.answerer.answers(self._state, self._outputs)
-        except BaseException as err:
-            return self._finish(None, err)
-        self._finish(answers, None)
-
-    def fail(self, err: BaseException) -> None:
-        self._finish(None, err)
-
-    def _finish(self, answers, err: BaseException | None) -> None:
-        """Hand the outcome to the loop, once."""
-        with self._lock:
-            if self._finished or self._cancelled:
-                return
-            self._finished = True
-        self.waiter.set_from_thread(answers, err)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            futures = self._futures
-        for future in futures:  # outside the lock: cancelling runs `_sequence_done` in this thread
-            future.cancel()

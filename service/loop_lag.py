@@ -3,8 +3,8 @@
 Under many connections the event loop, not the model, is where a request waits longest on a small
 machine. One loop iteration serves every socket that became ready during the previous one, so with
 1,024 busy connections an iteration lasts long (hundreds of ms), and an accepted request waits for
-the loop several times: before its bytes are read, when its task starts, and when its answer comes
-back from the backend thread to be written (service.engine). The batcher's admission counts
+the loop several times: before its bytes are read, when its tokens come back from the tokenizer
+pool, and when its batch is done and the answer is to be written. The batcher's admission counts
 only the work queued for the model, so accepted requests waited max_queue_ms in the queue *plus*
 those loop waits (accepted p99 ~2.5 s for a 1 s max_queue_ms at 1,024 connections on 2 cores).
 

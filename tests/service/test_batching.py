@@ -466,22 +466,3 @@ def test_the_wait_outside_the_queue_counts_only_with_work_ahead(fake_backend_cls
     gate.set()
     assert [f.result(2) for f in accepted] == [0, 10, 20, 30]
     batcher.close(2)
-
-
-def test_submit_each_queues_requests_together_and_refuses_each_on_its_own(fake_backend_cls):
-    batcher, backend, gate, _ = _blocked(fake_backend_cls, max_queue_requests=100, max_queue_tokens=50)
-    reservation = batcher.admit(1, 5)
-    ok, too_large, full, also_ok = batcher.submit_each(
-        [
-            ([Item(0, 5)], reservation),
-            ([Item(1, 30), Item(2, 30)], None),  # 60 tokens can never fit a 50-token queue
-            ([Item(3, 40), Item(4, 10)], None),  # fits alone, not after the first: the cap
-            ([Item(5, 5)], None),
-        ]
-    )
-    assert isinstance(too_large, RequestTooLargeError) and isinstance(full, QueueFullError)
-    assert reservation.released and batcher.queued == (2, 10)
-    gate.set()
-    assert [f.result(2) for f in ok + also_ok] == [0, 50]
-    assert [0, 5] in [sorted(b) for b in backend.batches]  # queued together, batched together
-    batcher.close(2)
