@@ -262,8 +262,10 @@ def curve(work: Path, data: str | None = None) -> None:
         if not (point / "heldout_eval.json").exists():
             (point / "heldout_eval.json").write_text(json.dumps(evaluate_heldout(work, checkpoint)))
         record = {"step": step, "heldout_mlm_acc": json.loads((point / "heldout_eval.json").read_text())["mlm_acc"]}
+        final = (work / "run" / "model" / "model.safetensors").read_bytes() == (init / "model.safetensors").read_bytes()
         for suffix, train, epochs in STANDARD_ARMS:
-            metrics = sst2_finetune(work, init, point / f"ft{suffix}", train, epochs, FT["lr"])
+            out = work / f"ft_pretrained{suffix}" if final else point / f"ft{suffix}"  # the last one is fine-tuned
+            metrics = sst2_finetune(work, init, out, train, epochs, FT["lr"])
             rows = FT["train_rows"] if not suffix else FEW_SHOT_ROWS
             accuracy, baseline = metrics["best"]["accuracy"], random_init[suffix]["best"]["accuracy"]
             record[f"sst2_{rows}_accuracy"] = accuracy
