@@ -187,8 +187,14 @@ def test_hot_swap_under_load_every_request_succeeds_on_the_version_that_served_i
         assert classify(c, headers=KEY).json()["model_version"] == "1"
         old = app.state.bertkit.registry.engines["tiny"]
         # Hold version 1's batches until the swap is done, so requests are in flight on it while it happens.
-        gate, real_run = threading.Event(), old.batcher.backend.run
-        old.batcher.backend.run = lambda batch: (gate.wait(10), real_run(batch))[1]
+        gate, entered, real_run = threading.Event(), threading.Event(), old.batcher.backend.run
+
+        def held_run(batch):
+            entered.set()
+            gate.wait(10)
+            return real_run(batch)
+
+        old.batcher.backend.run = held_run
 
         answers, stop = [], threading.Event()
 
@@ -202,7 +208,8 @@ def test_hot_swap_under_load_every_request_succeeds_on_the_version_that_served_i
         with ThreadPoolExecutor(10) as pool:
             try:
                 loops = [pool.submit(client_loop) for _ in range(6)]  # soon all waiting on version 1
-                wait_for(lambda: old.batcher.queued[0] > 0)
+                # a batch held on version 1 (the 6 clients may all be in it, so none need be queued)
+                wait_for(entered.is_set)
                 put(store, "tiny/2", classifiers["2"])
                 r = c.post("/v1/models/tiny/reload", headers=KEY)
                 assert r.status_code == 200, r.text
