@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS, machine, markdown_table, write_results  # noqa: E402
-from benchmarks.pretraining_quality import FEW_SHOT_ROWS, FT, cls_attention  # noqa: E402
+from benchmarks.pretraining_quality import FEW_SHOT_ROWS, FT, cls_attention, few_shot_sweep  # noqa: E402
 
 BASELINE = "MLM+NSP (#8's recipe)"
 
@@ -40,8 +40,10 @@ def baseline_points() -> list[dict]:
     points = []
     for steps, run in sorted(budget["runs"].items(), key=lambda kv: int(kv[0])):
         full, few = run["sst2_24000_lr1e-4"], run["sst2_2000_lr1e-4"]
+        other_lrs = {float(k.removeprefix("sst2_2000_lr")): v for k, v in run.items() if k.startswith("sst2_2000_lr")}
         points.append({"steps": int(steps), "wall_s": run["pretrain_wall_s"],
-                       "heldout_mlm_acc": run["heldout"]["mlm_acc"], "sst2_full": full, "sst2_few": few})  # fmt: skip
+                       "heldout_mlm_acc": run["heldout"]["mlm_acc"], "sst2_full": full, "sst2_few": few,
+                       "sst2_few_by_lr": other_lrs})  # fmt: skip
     return points
 
 
@@ -63,6 +65,10 @@ def work_point(work: Path) -> dict:
         "heldout_mlm_acc": json.loads((work / "heldout_eval.json").read_text())["mlm_acc"],
         "sst2_full": {"pretrained": accuracy("ft_pretrained"), "random_init": accuracy("ft_random_init")},
         "sst2_few": {"pretrained": accuracy("ft_pretrained" + few), "random_init": accuracy("ft_random_init" + few)},
+        "sst2_few_by_lr": {
+            FT["lr"]: {"pretrained": accuracy("ft_pretrained" + few), "random_init": accuracy("ft_random_init" + few)},
+            **{r["lr"]: {"pretrained": r["pretrained"], "random_init": r["random_init"]} for r in few_shot_sweep(work)},
+        },
     }
 
 
@@ -123,6 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(header, rows),
         "",
     ]
+    lr_rows = []
+    for name, points in arms.items():
+        for point in points:
+            by_lr = point.get("sst2_few_by_lr", {})
+            if len(by_lr) < 2:
+                continue
+            cells = [
+                f"{lr:g}: {a['pretrained']:.4f} / {a['random_init']:.4f} ({gain(a):+.1f})"
+                for lr, a in sorted(by_lr.items())
+            ]
+            best = {k: max(a[k] for a in by_lr.values()) for k in ("pretrained", "random_init")}
+            point["sst2_few_best_lr_gain_points"] = gain(best)
+            lr_rows.append([name, f"{point['steps']:,}", "; ".join(cells), f"**{gain(best):+.1f}**"])
+    if lr_rows:
+        lines += [f"The fine-tuning learning rate of each arm ({FEW_SHOT_ROWS:,} rows, 5 epochs): pretrained / random "
+                  "init (gain) per lr, and the gain when each initialisation gets its own best lr:", "",
+                  markdown_table(["arm", "steps", "per lr", "gain, best lr each"], lr_rows), ""]  # fmt: skip
     for v in verdicts:
         lines.append(f"- {v['arm']}: gain {v['gain_full_from']:+.1f} -> {v['gain_full_to']:+.1f} points "
                      f"({FT['train_rows']:,} rows), {v['gain_few_from']:+.1f} -> {v['gain_few_to']:+.1f} "
