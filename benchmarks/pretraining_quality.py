@@ -2,6 +2,7 @@
 
     W=runs/pretraining-quality; Q="python benchmarks/pretraining_quality.py"
     $Q prepare --work $W                        # reads $BERTKIT_DATA/corpus and sst2 (or --data-dir DIR)
+                                                # --objective mlm (default since #19's scan) | mlm+nsp (#8)
     $Q pretrain --work $W --minutes 60 --lr 1e-3 --dropout 0
     $Q extend --work $W --max-steps 2700        # optional: more steps from the last checkpoint
     $Q finetune --work $W --few-shot-lrs 3e-4 1e-3
@@ -65,7 +66,7 @@ def bert(*args: str) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
-def prepare(work: Path, data: Path, objective: str = "mlm+nsp") -> None:
+def prepare(work: Path, data: Path, objective: str = "mlm") -> None:
     corpus = data / "corpus"
     inputs = [str(corpus / f"{name}.txt.gz") for name in SOURCES]
     if not (work / "tok" / "vocab.txt").exists():
@@ -519,7 +520,7 @@ def main() -> int:
     parser.add_argument("--data-dir", help="prepare: the datasets, with corpus/ and sst2/ (default: $BERTKIT_DATA)")
     parser.add_argument(
         "--objective",
-        default="mlm+nsp",
+        default="mlm",
         choices=["mlm+nsp", "mlm", "mlm+sop"],
         help="prepare: the pretraining objective the data is built for (fixed per --work)",
     )
