@@ -25,28 +25,8 @@ class PlotSettings:
     out: str | None = field(default=None, metadata={"help": "PNG path; default RUN_DIR/curves.png"})
 
 
-def read_metrics(path: Path) -> dict[str, list[dict]]:
-    """metrics.jsonl -> {"train": [...], "eval": [...]} ordered by step."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; is this a `bert pretrain` run directory?")
-    by_split: dict[str, list[dict]] = {"train": [], "eval": []}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number} is not JSON: {err}") from err
-        by_split.setdefault(record.get("split", "train"), []).append(record)
-    if not by_split["train"] and not by_split["eval"]:
-        raise ValueError(f"{path} has no records yet")
-    return {k: sorted(v, key=lambda r: r["step"]) for k, v in by_split.items()}
-
-
-def read_downstream(path: Path) -> list[dict]:
-    """downstream.jsonl -> records ordered by step; [] when the file is absent."""
-    if not path.exists():
-        return []
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file, blank lines skipped; a bad line is an error naming it."""
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -58,7 +38,24 @@ def read_downstream(path: Path) -> list[dict]:
         if not isinstance(record, dict) or "step" not in record:
             raise ValueError(f"{path}:{number} has no `step`")
         records.append(record)
-    return sorted(records, key=lambda r: r["step"])
+    return records
+
+
+def read_metrics(path: Path) -> dict[str, list[dict]]:
+    """metrics.jsonl -> {"train": [...], "eval": [...]} ordered by step."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; is this a `bert pretrain` run directory?")
+    by_split: dict[str, list[dict]] = {"train": [], "eval": []}
+    for record in read_jsonl(path):
+        by_split.setdefault(record.get("split", "train"), []).append(record)
+    if not by_split["train"] and not by_split["eval"]:
+        raise ValueError(f"{path} has no records yet")
+    return {k: sorted(v, key=lambda r: r["step"]) for k, v in by_split.items()}
+
+
+def read_downstream(path: Path) -> list[dict]:
+    """downstream.jsonl -> records ordered by step; [] when the file is absent."""
+    return sorted(read_jsonl(path), key=lambda r: r["step"]) if path.exists() else []
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
