@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         markdown_table(header, rows),
         "",
+        "Each work directory fine-tunes its own random initialisation (unseeded draws of the same architecture), so "
+        "two random-init figures of the same arm differ by the spread of random initialisations (up to ~1 point "
+        "here). `pretrain min` is wall clock on a shared 2-core machine: the MLM-only runs shared it with other jobs "
+        "and were paused for service benchmarks (alone: ~0.53 s a step, ~31 min for 3,500 steps).",
+        "",
     ]
     lr_rows = []
     for name, points in arms.items():
@@ -151,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"({FT['train_rows']:,} rows), {v['gain_few_from']:+.1f} -> {v['gain_few_to']:+.1f} "
                      f"({FEW_SHOT_ROWS:,} rows) from {v['from_steps']:,} to {v['to_steps']:,} steps: "
                      f"**{'does not decrease' if v['not_decreasing'] else 'decreases'}**.")  # fmt: skip
+        first, last = arms[v["arm"]][0], arms[v["arm"]][-1]
+        if "sst2_few_best_lr_gain_points" in first and "sst2_few_best_lr_gain_points" in last:
+            a, b = first["sst2_few_best_lr_gain_points"], last["sst2_few_best_lr_gain_points"]
+            v["best_lr_few_from"], v["best_lr_few_to"], v["best_lr_not_decreasing"] = a, b, b >= a
+            lines.append(f"  With each initialisation at its own best fine-tuning lr ({FEW_SHOT_ROWS:,} rows): "
+                         f"{a:+.2f} -> {b:+.2f}: **{'does not decrease' if b >= a else 'decreases'}**.")  # fmt: skip
     for name, records in curves.items():
         lines += ["", f"Checkpoints of the {records[-1]['step']:,}-step {name} run (the LR not yet annealed "
                   "before the last one):", ""]  # fmt: skip
