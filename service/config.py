@@ -151,6 +151,16 @@ class ServiceSettings(BaseSettings):
         "not count against it, so large requests are not starved by small ones. None = only the "
         "max_queue_requests / max_queue_tokens caps.",
     )
+    early_retry_hold_ms: float = Field(
+        1000.0,
+        ge=0,
+        description="A connection that sends a request to an overloaded model before the Retry-After of its last "
+        "429 has passed gets its next 429 only when that Retry-After ends, held at most this long. A client that "
+        "ignores Retry-After (wrk, a retry loop without back-off) otherwise turns refusals into a busy loop that "
+        "takes CPU from inference; a client that honours it never waits. Only refusals are held: an early request "
+        "the model has room for is admitted at once. Connections are told apart by client address and port, so "
+        "behind a proxy that multiplexes clients over few connections, set 0 (never hold).",
+    )
 
     loop_lag_factor: float = Field(
         2.0,

@@ -57,6 +57,12 @@ class Metrics:
             "bertkit_event_loop_lag_seconds", "How late the event loop runs a due timer (smoothed)", registry=r
         )
         self.rejected = Counter("bertkit_rejected_requests", "Requests refused with 429", ["model"], registry=r)
+        self.held_refusals = Counter(
+            "bertkit_held_refusals",
+            "429s held until the Retry-After the connection was last given (it came back early)",
+            ["model"],
+            registry=r,
+        )
 
     def observer(self, model: str) -> BatchObserver:
         return BatchObserver(self, model)

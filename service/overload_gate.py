@@ -13,10 +13,15 @@ own `refusal()`, the test `admit` makes) it answers the same 429 + Retry-After t
 Every other request, and every doubt (no key or a wrong one, a model not loaded, a body it cannot
 read), goes on to the app unchanged. The gate does not validate: while a model is overloaded, an
 invalid request to it is refused 429 too, and told what is wrong when it comes back.
+
+A connection that comes back before the Retry-After it was given gets its 429 after a hold (up to
+`early_retry_hold_ms`, see service.early_retry): a client that ignores Retry-After cannot turn the
+refusals into a busy loop. A client that leaves during the hold gets nothing (logged as 499).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -24,6 +29,7 @@ import time
 
 from service.asgi import error_json, header, replaying, send_json
 from service.deps import api_key_accepted
+from service.early_retry import EarlyRetries
 from service.engine import TASK_ROUTES, overloaded
 from service.state import AppState
 
@@ -86,6 +92,7 @@ class OverloadGateMiddleware:
     def __init__(self, app, state: AppState):
         self.app = app
         self.state = state
+        self.early_retries = EarlyRetries(state.settings.early_retry_hold_ms / 1000)
 
     def _authorized(self, scope) -> bool:
         return api_key_accepted(self.state, header(scope, b"authorization", b"").decode("latin-1"))
@@ -103,6 +110,21 @@ class OverloadGateMiddleware:
             scope[ENDPOINT_KEY], scope[REFUSED_KEY] = scope["path"], engine.name
             self.state.metrics.rejected.labels(engine.name).inc()
             error = overloaded(refusal)  # the route's own 429: same type, message and Retry-After
+            hold = self.early_retries.hold_s(scope.get("client"), refusal.retry_after_s)
+            if hold > 0:
+                self.state.metrics.held_refusals.labels(engine.name).inc()
+                if await left_within(receive, hold):
+                    return  # nobody to answer: the access log records 499
             headers = tuple((k.lower().encode(), v.encode()) for k, v in error.headers.items())
             return await send_json(send, error.status, error_json(error.type, error.message), headers)
         await self.app(scope, replaying(message, receive), send)
+
+
+async def left_within(receive, seconds: float) -> bool:
+    """Whether the client disconnects within `seconds` (its request body already read: the next
+    message the server sends is http.disconnect, when it leaves)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return (await receive())["type"] == "http.disconnect"
+    except TimeoutError:
+        return False
