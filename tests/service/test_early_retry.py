@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 
 import httpx
@@ -15,7 +14,7 @@ from service.early_retry import EarlyRetries
 from service.main import create_app
 from service.overload_gate import left_within
 from tests.service.conftest import make_settings
-from tests.service.test_overload import _until
+from tests.service.test_overload import _until, hold_backend
 
 
 def _retries(max_hold_s: float = 5.0, **kwargs):
@@ -113,15 +112,7 @@ def test_the_gate_holds_early_retries_of_one_connection_only(tiny_bundles):
     async def scenario():
         async with app.router.lifespan_context(app):
             engine = app.state.bertkit.registry.engines["tiny-sequence-classification"]
-            started, release = threading.Event(), threading.Event()
-            real_run = engine.batcher.backend.run
-
-            def held(batch):
-                started.set()
-                release.wait(10)
-                return real_run(batch)
-
-            engine.batcher.backend.run = held
+            started, release = hold_backend(engine)
 
             def client(address):
                 transport = httpx.ASGITransport(app=app, client=address)

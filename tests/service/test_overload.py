@@ -28,6 +28,20 @@ def _requests_by_status(text: str) -> dict[str, float]:
     return counts
 
 
+def hold_backend(engine) -> tuple[threading.Event, threading.Event]:
+    """(started, release): the engine's backend holds every batch until `release` is set (10 s at most)."""
+    started, release = threading.Event(), threading.Event()
+    real_run = engine.batcher.backend.run
+
+    def held(batch):
+        started.set()
+        release.wait(10)
+        return real_run(batch)
+
+    engine.batcher.backend.run = held
+    return started, release
+
+
 async def _until(condition, timeout: float = 5.0) -> None:
     end = time.monotonic() + timeout
     while not condition():
@@ -45,15 +59,7 @@ def test_overloaded_model_answers_429_with_retry_after_before_tokenizing(tiny_bu
         async with app.router.lifespan_context(app):
             state = app.state.bertkit
             engine = state.registry.engines[MODEL]
-            started, gate = threading.Event(), threading.Event()
-            real_run = engine.batcher.backend.run
-
-            def gated(batch):
-                started.set()
-                gate.wait(10)
-                return real_run(batch)
-
-            engine.batcher.backend.run = gated
+            started, gate = hold_backend(engine)
 
             def count(name: str) -> float:
                 return state.metrics.registry.get_sample_value(name, {"model": MODEL}) or 0.0

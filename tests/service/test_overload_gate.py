@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from service.main import create_app
 from service.overload_gate import model_named
 from tests.service.conftest import make_settings
-from tests.service.test_overload import _until
+from tests.service.test_overload import _until, hold_backend
 
 BUSY, OTHER = "tiny-sequence-classification", "tiny-cls-int8"
 
@@ -44,15 +43,7 @@ def test_gate_refuses_the_overloaded_model_before_the_route_and_lets_the_rest_th
         async with app.router.lifespan_context(app):
             state = app.state.bertkit
             engine = state.registry.engines[BUSY]
-            started, release = threading.Event(), threading.Event()
-            real_run = engine.batcher.backend.run
-
-            def held(batch):
-                started.set()
-                release.wait(10)
-                return real_run(batch)
-
-            engine.batcher.backend.run = held
+            started, release = hold_backend(engine)
             routed = []  # every request that reached a route's registry lookup
             real_use = state.registry.use
 
