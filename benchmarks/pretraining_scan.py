@@ -10,7 +10,15 @@ stops it? Each arm changes one thing of issue #8's recipe and is run with benchm
     $Q pretrain --work runs/scan/mlm-600 --max-steps 600 --lr 1e-3 --dropout 0
     $Q curve    --work runs/scan/mlm-600
     $Q curve    --work runs/scan/mlm-3500      # SST-2 from every checkpoint: the curve in the PNG
-    python benchmarks/pretraining_scan.py --arm "NSP off (MLM only)=runs/scan/mlm-600,runs/scan/mlm-3500"
+    for w in runs/scan/mlm-600 runs/scan/mlm-3500; do $Q finetune --work $w --few-shot-lrs 3e-4 1e-3; done
+    # the pretraining-lr arm: MLM only at peak lr 5e-4, the same data (runs/scan/chain.sh.5 did this)
+    for n in 600 3500; do w=runs/scan/mlm-lr5e-4-$n; mkdir -p $w
+      for d in tok data sst2; do ln -s ../mlm-3500/$d $w/$d; done
+      $Q pretrain --work $w --max-steps $n --lr 5e-4 --dropout 0
+      $Q finetune --work $w --few-shot-lrs 3e-4 1e-3; done
+    python benchmarks/pretraining_scan.py \
+      --arm "NSP off, pretraining lr 5e-4=runs/scan/mlm-lr5e-4-600,runs/scan/mlm-lr5e-4-3500" \
+      --arm "NSP off (MLM only)=runs/scan/mlm-600,runs/scan/mlm-3500"
 
 The baseline (BERT's MLM+NSP, lr 1e-3, no dropout; #8's recipe) is read from
 benchmarks/results/pretraining_quality_budget.json: the same data, tokenizer, fine-tuning and scoring.
