@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS, machine, markdown_table, write_results  # noqa: E402
 from benchmarks.pretraining_quality import FEW_SHOT_ROWS, FT, cls_attention, few_shot_sweep  # noqa: E402
+from training.plot import read_downstream  # noqa: E402
 
 BASELINE = "MLM+NSP (#8's recipe)"
 
@@ -65,6 +66,7 @@ def work_point(work: Path) -> dict:
     records = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = max(r["step"] for r in records)
     few = f"_{FEW_SHOT_ROWS}"
+    few_at_default_lr = {"pretrained": accuracy("ft_pretrained" + few), "random_init": accuracy("ft_random_init" + few)}
     return {
         "steps": steps,
         "work": str(work.relative_to(ROOT) if work.is_relative_to(ROOT) else work),
@@ -72,9 +74,9 @@ def work_point(work: Path) -> dict:
         "wall_s": json.loads((work / "pretrain_wall.json").read_text())["wall_s"],
         "heldout_mlm_acc": json.loads((work / "heldout_eval.json").read_text())["mlm_acc"],
         "sst2_full": {"pretrained": accuracy("ft_pretrained"), "random_init": accuracy("ft_random_init")},
-        "sst2_few": {"pretrained": accuracy("ft_pretrained" + few), "random_init": accuracy("ft_random_init" + few)},
+        "sst2_few": few_at_default_lr,
         "sst2_few_by_lr": {
-            FT["lr"]: {"pretrained": accuracy("ft_pretrained" + few), "random_init": accuracy("ft_random_init" + few)},
+            FT["lr"]: few_at_default_lr,
             **{r["lr"]: {"pretrained": r["pretrained"], "random_init": r["random_init"]} for r in few_shot_sweep(work)},
         },
     }
@@ -82,6 +84,14 @@ def work_point(work: Path) -> dict:
 
 def gain(arm: dict) -> float:
     return 100 * (arm["pretrained"] - arm["random_init"])
+
+
+def best_lr_gain(point: dict) -> float | None:
+    """The low-resource gain with each initialisation at its own best fine-tuning lr (None: one lr only)."""
+    by_lr = point.get("sst2_few_by_lr", {})
+    if len(by_lr) < 2:
+        return None
+    return gain({k: max(a[k] for a in by_lr.values()) for k in ("pretrained", "random_init")})
 
 
 def row(name: str, point: dict) -> list[str]:
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         arms[name] = [work_point(d) for d in dirs]
         downstream = dirs[-1] / "run" / "downstream.jsonl"
         if downstream.exists():
-            curves[name] = [json.loads(line) for line in downstream.read_text().splitlines()]
+            curves[name] = read_downstream(downstream)
         attention[name] = cls_attention(dirs[-1])
         last_run = dirs[-1] / "run"
     rows = [row(f"{name}", p) for name, points in arms.items() for p in points]
@@ -145,16 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     lr_rows = []
     for name, points in arms.items():
         for point in points:
-            by_lr = point.get("sst2_few_by_lr", {})
-            if len(by_lr) < 2:
+            best = best_lr_gain(point)
+            if best is None:
                 continue
+            point["sst2_few_best_lr_gain_points"] = best  # in the JSON too
             cells = [
                 f"{lr:g}: {a['pretrained']:.4f} / {a['random_init']:.4f} ({gain(a):+.1f})"
-                for lr, a in sorted(by_lr.items())
+                for lr, a in sorted(point["sst2_few_by_lr"].items())
             ]
-            best = {k: max(a[k] for a in by_lr.values()) for k in ("pretrained", "random_init")}
-            point["sst2_few_best_lr_gain_points"] = gain(best)
-            lr_rows.append([name, f"{point['steps']:,}", "; ".join(cells), f"**{gain(best):+.1f}**"])
+            lr_rows.append([name, f"{point['steps']:,}", "; ".join(cells), f"**{best:+.1f}**"])
     if lr_rows:
         lines += [f"The fine-tuning learning rate of each arm ({FEW_SHOT_ROWS:,} rows, 5 epochs): pretrained / random "
                   "init (gain) per lr, and the gain when each initialisation gets its own best lr:", "",
@@ -164,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"({FT['train_rows']:,} rows), {v['gain_few_from']:+.1f} -> {v['gain_few_to']:+.1f} "
                      f"({FEW_SHOT_ROWS:,} rows) from {v['from_steps']:,} to {v['to_steps']:,} steps: "
                      f"**{'does not decrease' if v['not_decreasing'] else 'decreases'}**.")  # fmt: skip
-        first, last = arms[v["arm"]][0], arms[v["arm"]][-1]
-        if "sst2_few_best_lr_gain_points" in first and "sst2_few_best_lr_gain_points" in last:
-            a, b = first["sst2_few_best_lr_gain_points"], last["sst2_few_best_lr_gain_points"]
+        a, b = best_lr_gain(arms[v["arm"]][0]), best_lr_gain(arms[v["arm"]][-1])
+        if a is not None and b is not None:
             v["best_lr_few_from"], v["best_lr_few_to"], v["best_lr_not_decreasing"] = a, b, b >= a
             lines.append(f"  With each initialisation at its own best fine-tuning lr ({FEW_SHOT_ROWS:,} rows): "
                          f"{a:+.2f} -> {b:+.2f}: **{'does not decrease' if b >= a else 'decreases'}**.")  # fmt: skip

@@ -25,7 +25,6 @@ Writes benchmarks/results/tapt_probe.{json,md}.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -40,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import cpu_flags, cpu_model, machine, markdown_table, write_results  # noqa: E402
 from benchmarks.distill_quality import Steps  # noqa: E402
 from benchmarks.tapt import PLANS, finetune_and_score, minilm  # noqa: E402
+from core.batches import ModelInput, pad_inputs  # noqa: E402
+from training import datasets  # noqa: E402
 
 NAME = "tapt_probe"
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -47,10 +48,8 @@ MAX_TOKENS = 64  # tapt.py's SST-2 fine-tuning length
 
 
 def read_sst2(path: Path) -> tuple[list[str], torch.Tensor]:
-    with path.open(encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    text, label = rows[0].index("sentence"), rows[0].index("label")
-    return [r[text] for r in rows[1:]], torch.tensor([int(r[label]) for r in rows[1:]])
+    examples = datasets.read_sst2(path)
+    return [e.text for e in examples], torch.tensor([e.label for e in examples])
 
 
 @torch.no_grad()
@@ -63,10 +62,9 @@ def sentence_features(model_dir: Path, tokenizer_dir: Path, texts: list[str]) ->
     mean, cls = [], []
     for start in range(0, len(texts), 128):
         encodings = tokenizer.encode_batch(texts[start : start + 128], max_length=MAX_TOKENS)
-        width = max(len(e.ids) for e in encodings)
-        ids = torch.tensor([e.ids + [0] * (width - len(e.ids)) for e in encodings])  # (B, T)
-        mask = torch.tensor([e.attention_mask + [0] * (width - len(e.ids)) for e in encodings])  # (B, T)
-        hidden = encoder(ids, mask).last_hidden_state  # (B, T, H)
+        feeds = pad_inputs([ModelInput(e.ids) for e in encodings], tokenizer.pad_id)
+        mask = torch.from_numpy(feeds["attention_mask"])  # (B, T)
+        hidden = encoder(torch.from_numpy(feeds["input_ids"]), mask).last_hidden_state  # (B, T, H)
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         mean.append((hidden * weights).sum(1) / weights.sum(1))  # (B, H)
         cls.append(hidden[:, 0])  # (B, H)
