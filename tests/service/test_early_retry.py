@@ -4,6 +4,7 @@ ends; one that honours it, another connection, or a model with room is answered 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -14,7 +15,7 @@ from service.early_retry import EarlyRetries
 from service.main import create_app
 from service.overload_gate import left_within
 from tests.service.conftest import make_settings
-from tests.service.test_overload import _until, hold_backend
+from tests.service.test_overload import _until, asgi_call, hold_backend
 
 
 def _retries(max_hold_s: float = 5.0, **kwargs):
@@ -84,31 +85,6 @@ def test_the_gate_holds_early_retries_of_one_connection_only(tiny_bundles):
     app = create_app(settings)
     body = {"inputs": "a"}
 
-    async def raw_request_that_leaves(client):
-        """POST /v1/classify from `client` that disconnects 50 ms after sending its body."""
-        payload = httpx.Request("POST", "http://test/v1/classify", json=body)
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/v1/classify", "raw_path": b"/v1/classify", "query_string": b"",
-            "root_path": "", "headers": [(k.lower(), v) for k, v in payload.headers.raw], "client": client,
-            "server": ("test", 80),
-        }  # fmt: skip
-        messages = [{"type": "http.request", "body": payload.read(), "more_body": False}]
-
-        async def receive():
-            if messages:
-                return messages.pop(0)
-            await asyncio.sleep(0.05)
-            return {"type": "http.disconnect"}
-
-        sent = []
-
-        async def send(message):
-            sent.append(message)
-
-        await app(scope, receive, send)
-        return sent
-
     async def scenario():
         async with app.router.lifespan_context(app):
             engine = app.state.bertkit.registry.engines["tiny-sequence-classification"]
@@ -129,7 +105,8 @@ def test_the_gate_holds_early_retries_of_one_connection_only(tiny_bundles):
                 held_for = time.monotonic() - t0
                 other = await b.post("/v1/classify", json=body)  # another connection: its first refusal
                 metrics_before_leaving = (await b.get("/metrics")).text
-                sent = await raw_request_that_leaves(("10.0.0.1", 1001))  # early again, then leaves
+                leaving = json.dumps(body).encode()
+                sent = await asgi_call(app, [leaving], client=("10.0.0.1", 1001))  # early again, then leaves
                 release.set()
                 await running, await queued
                 room = await a.post("/v1/classify", json=body)  # early, but the model has room now

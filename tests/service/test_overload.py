@@ -85,10 +85,15 @@ def test_overloaded_model_answers_429_with_retry_after_before_tokenizing(tiny_bu
 
 
 def _call(app, chunks: list[bytes | None]) -> list[dict]:
-    """Run one POST /v1/classify through the ASGI app; each chunk is a body part, None a disconnect."""
+    return asyncio.run(asgi_call(app, chunks))
+
+
+async def asgi_call(app, chunks: list[bytes | None], client: tuple[str, int] = ("test", 1)) -> list[dict]:
+    """Run one POST /v1/classify from `client` through the ASGI app and return what it sent; each chunk
+    is a body part, None a disconnect, and the client disconnects once the chunks run out."""
     scope = {"type": "http", "method": "POST", "path": "/v1/classify", "raw_path": b"/v1/classify",
              "query_string": b"", "headers": [(b"content-type", b"application/json")], "http_version": "1.1",
-             "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": ""}  # fmt: skip
+             "scheme": "http", "server": ("test", 80), "client": client, "root_path": ""}  # fmt: skip
     pending, sent = list(chunks), []
 
     async def receive():
@@ -100,7 +105,7 @@ def _call(app, chunks: list[bytes | None]) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    await app(scope, receive, send)
     return sent
 
 
